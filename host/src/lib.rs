@@ -1,0 +1,1 @@
+//! psk-edge: the native host that terminates the SIM and admin ports and runs WebAssembly functions.

@@ -1,0 +1,2 @@
+//! The `psk-edge` command line.
+fn main() {}
