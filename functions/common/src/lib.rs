@@ -1,0 +1,15 @@
+//! Logic shared by psk-edge's platform components: the wire contract's rules, query parsing and JSON bodies.
+//!
+//! Everything outside the `spin` and `sim` features is plain Rust with no WebAssembly
+//! dependency, so `cargo test -p common` checks the contract natively.
+
+pub mod json;
+pub mod psk;
+pub mod query;
+pub mod rules;
+pub mod sim_request;
+
+#[cfg(feature = "spin")]
+pub mod http;
+#[cfg(feature = "sim")]
+pub mod sim;

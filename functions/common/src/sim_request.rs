@@ -1,0 +1,310 @@
+//! The checks every SIM-port device request passes before the registry is asked anything.
+
+use crate::json;
+use crate::query::{Param, param};
+use crate::rules::{iccid_names_sim, is_name};
+
+const DEVICE_PREFIX: &str = "/v1/dev/";
+
+/// Why a SIM request is answered 404. The code rides along as `{"err":"code"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a path this component serves.
+    NoRoute,
+    BadName,
+    /// A parameter sent twice.
+    BadQuery,
+    IccidMissing,
+    IccidMismatch,
+    /// The id belongs to another SIM of the account.
+    DeviceTaken,
+    UnknownDevice,
+    UnknownConfig,
+    Denied,
+    Unavailable,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NoRoute => "no_route",
+            Refusal::BadName => "bad_name",
+            Refusal::BadQuery => "bad_query",
+            Refusal::IccidMissing => "iccid_missing",
+            Refusal::IccidMismatch => "iccid_mismatch",
+            Refusal::DeviceTaken => "device_taken",
+            Refusal::UnknownDevice => "unknown_device",
+            Refusal::UnknownConfig => "unknown_config",
+            Refusal::Denied => "denied",
+            Refusal::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn body(self) -> String {
+        json::error(self.code())
+    }
+
+    /// Refusals an operator should notice: a SIM naming someone else, reaching for
+    /// another SIM's device, or the store failing. The rest are ordinary client mistakes.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Refusal::IccidMismatch | Refusal::DeviceTaken | Refusal::Denied | Refusal::Unavailable
+        )
+    }
+}
+
+/// Which device route is asking: they read different optional parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// POST: `profile` is honoured, so it must be a valid name.
+    Create,
+    /// GET: `profile` is ignored, `config` is honoured.
+    Fetch,
+}
+
+/// The SIM that the TLS handshake authenticated, as the registry reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub iccid: &'a str,
+    pub identity_hex: Option<&'a str>,
+}
+
+/// A device request that passed the contract's checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRequest<'a> {
+    pub device_id: &'a str,
+    pub profile: Option<&'a str>,
+    pub config: Option<&'a str>,
+}
+
+/// Checks `/v1/dev/{DEVICE_ID}?iccid=…[&profile=…|&config=…]` on the raw path and query.
+pub fn device_request<'a>(
+    path: &'a str,
+    query: Option<&'a str>,
+    caller: Caller<'_>,
+    action: Action,
+) -> Result<DeviceRequest<'a>, Refusal> {
+    let device_id = path.strip_prefix(DEVICE_PREFIX).ok_or(Refusal::NoRoute)?;
+    if !is_name(device_id) {
+        return Err(Refusal::BadName);
+    }
+    match param(query, "iccid") {
+        Param::Absent => return Err(Refusal::IccidMissing),
+        Param::Repeated => return Err(Refusal::BadQuery),
+        Param::One(iccid) if !iccid_names_sim(iccid, caller.iccid, caller.identity_hex) => {
+            return Err(Refusal::IccidMismatch);
+        }
+        Param::One(_) => {}
+    }
+    let name_param = |key| match param(query, key) {
+        Param::Absent => Ok(None),
+        Param::Repeated => Err(Refusal::BadQuery),
+        Param::One(v) if is_name(v) => Ok(Some(v)),
+        Param::One(_) => Err(Refusal::BadName),
+    };
+    let (profile, config) = match action {
+        Action::Create => (name_param("profile")?, None),
+        Action::Fetch => (None, name_param("config")?),
+    };
+    Ok(DeviceRequest {
+        device_id,
+        profile,
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGITS: Caller<'static> = Caller {
+        iccid: "049305930495403",
+        identity_hex: None,
+    };
+    const BCD: Caller<'static> = Caller {
+        iccid: "8944502500000000005",
+        identity_hex: Some("984405520000000000f5"),
+    };
+
+    fn check(path: &str, query: &str, caller: Caller, action: Action) -> Result<(), Refusal> {
+        device_request(path, Some(query), caller, action).map(|_| ())
+    }
+
+    #[test]
+    fn accepts_the_contract_forms() {
+        let ok = device_request(
+            "/v1/dev/dev-1",
+            Some("iccid=049305930495403"),
+            DIGITS,
+            Action::Create,
+        );
+        assert_eq!(
+            ok,
+            Ok(DeviceRequest {
+                device_id: "dev-1",
+                profile: None,
+                config: None
+            })
+        );
+        let ok = device_request(
+            "/v1/dev/dev.1_x",
+            Some("profile=sensor_v2&iccid=049305930495403"),
+            DIGITS,
+            Action::Create,
+        );
+        assert_eq!(ok.map(|r| r.profile), Ok(Some("sensor_v2")));
+        for q in [
+            "iccid=8944502500000000005",
+            "iccid=984405520000000000f5",
+            "iccid=984405520000000000F5",
+        ] {
+            assert_eq!(check("/v1/dev/d", q, BCD, Action::Fetch), Ok(()));
+        }
+        let ok = device_request(
+            "/v1/dev/d",
+            Some("iccid=049305930495403&config=interval"),
+            DIGITS,
+            Action::Fetch,
+        );
+        assert_eq!(ok.map(|r| r.config), Ok(Some("interval")));
+    }
+
+    #[test]
+    fn device_id_rule_on_the_raw_path() {
+        let q = "iccid=049305930495403";
+        assert_eq!(
+            check("/v1/dev/", q, DIGITS, Action::Create),
+            Err(Refusal::BadName)
+        );
+        assert_eq!(
+            check("/v1/dev/dev%2D1", q, DIGITS, Action::Create),
+            Err(Refusal::BadName)
+        );
+        assert_eq!(
+            check("/v1/dev/a/b", q, DIGITS, Action::Create),
+            Err(Refusal::BadName)
+        );
+        let long = format!("/v1/dev/{}", "d".repeat(65));
+        assert_eq!(
+            check(&long, q, DIGITS, Action::Create),
+            Err(Refusal::BadName)
+        );
+        let max = format!("/v1/dev/{}", "d".repeat(64));
+        assert_eq!(check(&max, q, DIGITS, Action::Create), Ok(()));
+        assert_eq!(
+            check("/v2/dev/d", q, DIGITS, Action::Create),
+            Err(Refusal::NoRoute)
+        );
+    }
+
+    #[test]
+    fn iccid_must_name_the_caller() {
+        let p = "/v1/dev/d";
+        assert_eq!(
+            device_request(p, None, DIGITS, Action::Create),
+            Err(Refusal::IccidMissing)
+        );
+        assert_eq!(
+            check(p, "profile=x", DIGITS, Action::Create),
+            Err(Refusal::IccidMissing)
+        );
+        assert_eq!(
+            check(p, "iccid=", DIGITS, Action::Create),
+            Err(Refusal::IccidMismatch)
+        );
+        assert_eq!(
+            check(p, "iccid=049305930495404", DIGITS, Action::Create),
+            Err(Refusal::IccidMismatch)
+        );
+        // A digits-identity SIM has no hex form.
+        assert_eq!(
+            check(p, "iccid=984405520000000000f5", DIGITS, Action::Create),
+            Err(Refusal::IccidMismatch)
+        );
+        // A BCD SIM: its digits or its own identity hex, nothing near either.
+        for q in [
+            "iccid=984405520000000000f6",
+            "iccid=8944502500000000006",
+            "iccid=984405520000000000",
+        ] {
+            assert_eq!(
+                check(p, q, BCD, Action::Fetch),
+                Err(Refusal::IccidMismatch),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            check(p, "iccid=%30%34", DIGITS, Action::Create),
+            Err(Refusal::IccidMismatch)
+        );
+        assert_eq!(
+            check(
+                p,
+                "iccid=049305930495403&iccid=049305930495403",
+                DIGITS,
+                Action::Create
+            ),
+            Err(Refusal::BadQuery)
+        );
+    }
+
+    #[test]
+    fn optional_names() {
+        let p = "/v1/dev/d";
+        let q = "iccid=049305930495403";
+        assert_eq!(
+            check(p, &format!("{q}&profile=a%20b"), DIGITS, Action::Create),
+            Err(Refusal::BadName)
+        );
+        assert_eq!(
+            check(p, &format!("{q}&profile="), DIGITS, Action::Create),
+            Err(Refusal::BadName)
+        );
+        assert_eq!(
+            check(
+                p,
+                &format!("{q}&profile=a&profile=b"),
+                DIGITS,
+                Action::Create
+            ),
+            Err(Refusal::BadQuery)
+        );
+        // GET ignores profile entirely; POST ignores config.
+        assert_eq!(
+            check(p, &format!("{q}&profile=a%20b"), DIGITS, Action::Fetch),
+            Ok(())
+        );
+        assert_eq!(
+            check(p, &format!("{q}&config=a%20b"), DIGITS, Action::Create),
+            Ok(())
+        );
+        assert_eq!(
+            check(p, &format!("{q}&config=a%20b"), DIGITS, Action::Fetch),
+            Err(Refusal::BadName)
+        );
+        assert_eq!(
+            check(p, &format!("{q}&other=%%"), DIGITS, Action::Fetch),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn refusal_bodies_are_short() {
+        for r in [
+            Refusal::NoRoute,
+            Refusal::BadName,
+            Refusal::BadQuery,
+            Refusal::IccidMissing,
+            Refusal::IccidMismatch,
+            Refusal::DeviceTaken,
+            Refusal::UnknownDevice,
+            Refusal::UnknownConfig,
+            Refusal::Denied,
+            Refusal::Unavailable,
+        ] {
+            assert!(r.body().len() <= 32, "{}", r.body());
+        }
+        assert_eq!(Refusal::IccidMismatch.body(), r#"{"err":"iccid_mismatch"}"#);
+    }
+}
