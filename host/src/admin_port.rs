@@ -1,0 +1,310 @@
+//! The admin port: HTTPS (rustls, TLS 1.3) for the operator, HTTP Basic, the `/v3/sys/` allow-list, dispatch to functions.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::capabilities::Caller;
+use crate::node::Node;
+use crate::router::{Listener, Lookup};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body outside the streaming routes.
+const MAX_BODY: usize = 1 << 20;
+/// Longest NDJSON line a streaming route accepts; longer ones answer `0`.
+const MAX_LINE: usize = 64 << 10;
+
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    node: Arc<Node>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("admin port accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (tls, node, shutdown) = (tls.clone(), node.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let stream = match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(%peer, "admin handshake failed: {e}"),
+                Err(_) => return tracing::debug!(%peer, "admin handshake timed out"),
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(handle(&node, peer, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => if let Err(e) = result { tracing::debug!(%peer, "admin connection: {e}") },
+                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    response
+}
+
+async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" && req.method() == Method::GET {
+        return text(StatusCode::OK, "ok");
+    }
+    if !authorized(node, &req) {
+        let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"psk-edge\", charset=\"UTF-8\""),
+        );
+        return response;
+    }
+    if path.starts_with("/v3/sys/") && !node.admin.allows(peer.ip()) {
+        tracing::warn!(%peer, path, "refused: address not on the /v3/sys/ allow-list");
+        return text(StatusCode::FORBIDDEN, "forbidden");
+    }
+    let matched = match node.routes.lookup(Listener::Admin, req.method().as_str(), &path) {
+        Lookup::Found(matched) => matched,
+        Lookup::MethodNotAllowed => return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        Lookup::NotFound => return text(StatusCode::NOT_FOUND, "not found"),
+    };
+    let component = matched.route.component.clone();
+    // The operator contract answers 200 with `0` for anything that went wrong.
+    let contract = path.starts_with("/v3/sys/");
+    if let Some(batch) = matched.route.ndjson_batch {
+        return ndjson(node, component, req, batch);
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
+    match node
+        .runtime
+        .invoke(&component, Caller::Operator, Request::from_parts(parts, body), node.admin_limits)
+        .await
+    {
+        Ok(response) => {
+            let mut out = Response::new(Full::new(response.body).boxed());
+            *out.status_mut() = response.status;
+            if let Some(content_type) = response.content_type {
+                out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            }
+            out
+        }
+        Err(e) => {
+            tracing::error!(component, "admin function failed: {e}");
+            if contract {
+                text(StatusCode::OK, "0")
+            } else {
+                text(StatusCode::INTERNAL_SERVER_ERROR, "function failed")
+            }
+        }
+    }
+}
+
+fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
+    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let decoded = zeroize::Zeroizing::new(decoded);
+    let Ok(pair) = std::str::from_utf8(&decoded) else {
+        return false;
+    };
+    pair.split_once(':')
+        .is_some_and(|(key, secret)| node.admin.operator.verify(key, secret))
+}
+
+/// Streams an NDJSON body through the component in batches of `batch` lines and
+/// streams the answers back, so memory stays bounded whatever the body's size.
+fn ndjson(node: &Arc<Node>, component: String, req: Request<Incoming>, batch: usize) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let node = node.clone();
+    let (parts, mut body) = req.into_parts();
+    tokio::spawn(async move {
+        let mut pending = BytesMut::new();
+        let mut lines: Vec<Bytes> = Vec::with_capacity(batch);
+        let mut overlong = false;
+        let mut input_done = false;
+        while !input_done {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        pending.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("bulk body aborted: {e}");
+                    return;
+                }
+                None => input_done = true,
+            }
+            loop {
+                let line = match pending.iter().position(|&b| b == b'\n') {
+                    Some(pos) => pending.split_to(pos + 1).freeze(),
+                    None if input_done && !pending.is_empty() => pending.split().freeze(),
+                    None => {
+                        if pending.len() > MAX_LINE {
+                            // Too long to be a PSK line: drop it now, answer `0` once it ends.
+                            pending.clear();
+                            overlong = true;
+                        }
+                        break;
+                    }
+                };
+                if std::mem::take(&mut overlong) {
+                    // Answers stay in input order: flush what came before, then refuse this line.
+                    if !lines.is_empty() && !run_batch(&node, &component, &parts, &mut lines, &tx).await {
+                        return;
+                    }
+                    tracing::warn!("bulk line over {MAX_LINE} bytes refused");
+                    if tx.send(Bytes::from_static(b"0\n")).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                lines.push(line);
+                if lines.len() == batch && !run_batch(&node, &component, &parts, &mut lines, &tx).await {
+                    return;
+                }
+            }
+        }
+        if !lines.is_empty() {
+            run_batch(&node, &component, &parts, &mut lines, &tx).await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok(Frame::data(chunk)), rx))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// Runs one batch; returns false when the client has gone away.
+async fn run_batch(
+    node: &Node,
+    component: &str,
+    parts: &http::request::Parts,
+    lines: &mut Vec<Bytes>,
+    tx: &mpsc::Sender<Bytes>,
+) -> bool {
+    let count = lines.len();
+    let body: Bytes = lines.drain(..).flat_map(|l| l.to_vec()).collect::<Vec<u8>>().into();
+    let mut request = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+    for (name, value) in &parts.headers {
+        request = request.header(name, value);
+    }
+    let answers = match request.body(body) {
+        Ok(request) => match node
+            .runtime
+            .invoke(component, Caller::Operator, request, node.admin_limits)
+            .await
+        {
+            Ok(response) if response.status == StatusCode::OK => response.body,
+            Ok(response) => {
+                tracing::error!(component, status = %response.status, "bulk batch refused");
+                Bytes::from("0\n".repeat(count))
+            }
+            Err(e) => {
+                tracing::error!(component, "bulk batch failed: {e}");
+                Bytes::from("0\n".repeat(count))
+            }
+        },
+        Err(_) => Bytes::from("0\n".repeat(count)),
+    };
+    tx.send(answers).await.is_ok()
+}
+
+/// Admin-port settings: the operator pair and the `/v3/sys/` allow-list.
+pub struct AdminAccess {
+    pub operator: crate::secrets::OperatorCredentials,
+    /// Empty: every address may call `/v3/sys/`.
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+impl AdminAccess {
+    fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The admin port's TLS: TLS 1.3 only, ring as the one crypto provider.
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_v4_and_mapped_addresses() {
+        let access = AdminAccess {
+            operator: crate::secrets::OperatorCredentials::new("k".into(), "s"),
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+        };
+        assert!(access.allows("10.1.2.3".parse().unwrap()));
+        assert!(access.allows("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!access.allows("127.0.0.1".parse().unwrap()));
+        let open = AdminAccess { allow: vec![], ..access };
+        assert!(open.allows("127.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,98 @@
+//! The WIT capabilities the host gives to functions, each scoped to the caller the request authenticated as.
+//!
+//! Functions decide; these implementations only do what the caller may do: a SIM
+//! reaches devices of its own account, only the operator reaches the PSK table.
+
+mod log;
+mod psk_admin;
+mod registry;
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::psk_cache::PskCache;
+use crate::secrets::Sealer;
+use crate::store::Store;
+
+pub use psk_admin::PskChange;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "psk-edge:platform/capabilities",
+        imports: { default: async | trappable },
+    });
+}
+
+pub use bindings::psk_edge::platform::types::{Credentials, Error as CapError};
+
+/// Who the host authenticated for this request.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Sim(SimCaller),
+    Operator,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimCaller {
+    pub iccid: String,
+    /// Hex of the BCD identity bytes, when the SIM authenticated that way.
+    pub identity_hex: Option<String>,
+    pub account_id: Arc<str>,
+}
+
+impl Caller {
+    /// How the caller appears in log lines (never a secret).
+    pub fn label(&self) -> String {
+        match self {
+            Caller::Sim(sim) => format!("sim:{}", sim.iccid),
+            Caller::Operator => "operator".into(),
+        }
+    }
+}
+
+/// The services behind the capabilities, shared by all requests.
+pub struct Platform {
+    pub store: Store,
+    pub sealer: Sealer,
+    pub psks: Arc<PskCache>,
+    /// Store commit and cache update of PSK changes happen in one order.
+    psk_writes: tokio::sync::Mutex<()>,
+}
+
+impl Platform {
+    pub fn new(store: Store, sealer: Sealer, psks: Arc<PskCache>) -> Self {
+        Platform {
+            store,
+            sealer,
+            psks,
+            psk_writes: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// The per-request view of the platform that the WIT imports run against.
+pub struct CapabilityCtx {
+    pub caller: Caller,
+    pub platform: Arc<Platform>,
+    pub component: Arc<str>,
+}
+
+impl CapabilityCtx {
+    fn sim(&self) -> wasmtime::Result<&SimCaller> {
+        match &self.caller {
+            Caller::Sim(sim) => Ok(sim),
+            Caller::Operator => wasmtime::bail!("the registry is only available to SIM requests"),
+        }
+    }
+}
+
+impl bindings::psk_edge::platform::types::Host for CapabilityCtx {}
+
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut CapabilityCtx,
+) -> wasmtime::Result<()> {
+    bindings::Capabilities::add_to_linker::<T, HasSelf<CapabilityCtx>>(linker, get)
+}

@@ -1,0 +1,387 @@
+//! The WebAssembly runtime: compiles each component once, and runs every request in a fresh instance with a deadline and a memory cap.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::error::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::capabilities::{self, CapabilityCtx, Caller, Platform};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Guest execution deadline (epoch interruption): an endless loop traps here.
+    pub deadline: Duration,
+    /// Linear memory a single instance may grow to.
+    pub memory_bytes: usize,
+    /// Largest response body collected from the guest.
+    pub max_response: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances that may run at once; requests beyond it wait for a slot.
+    pub concurrency: u32,
+    /// Upper bound of any [`CallLimits::memory_bytes`]: the pool reserves this per slot.
+    pub max_memory_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("no component {0}")]
+    NoComponent(String),
+    #[error("deadline exceeded")]
+    Deadline,
+    #[error("response body over {0} bytes")]
+    ResponseTooLarge(usize),
+    #[error("the function answered with an error: {0}")]
+    Guest(String),
+    #[error("trap: {0:#}")]
+    Trap(wasmtime::Error),
+}
+
+struct Loaded {
+    id: Arc<str>,
+    pre: ServicePre<RequestState>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    components: HashMap<String, Loaded>,
+    platform: Arc<Platform>,
+    slots: Semaphore,
+}
+
+/// What one request's store holds: WASI with no files, no sockets and no
+/// environment, wasi:http that refuses outbound requests, and the capabilities.
+struct RequestState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
+    limits: StoreLimits,
+    caps: CapabilityCtx,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// wasi:http's default hooks would send any request a guest makes; functions get none.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// A function's answer, body collected.
+pub struct FnResponse {
+    pub status: http::StatusCode,
+    pub content_type: Option<http::HeaderValue>,
+    pub body: Bytes,
+}
+
+impl Runtime {
+    pub fn new(config: &RuntimeConfig, platform: Arc<Platform>) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.concurrency;
+        // A Rust component is one core module plus a few shims; these bounds leave room.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memory_size(config.max_memory_bytes)
+            // Keeping the first pages resident and letting the kernel tell which pages
+            // were touched cuts the per-request reset that dominates instantiation.
+            .linear_memory_keep_resident(1 << 20)
+            .pagemap_scan(Enabled::Auto);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .wasm_component_model_async(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            components: HashMap::new(),
+            platform,
+            slots: Semaphore::new(n as usize),
+        })
+    }
+
+    fn linker(&self) -> wasmtime::Result<Linker<RequestState>> {
+        let mut linker = Linker::new(&self.engine);
+        // Rust guests built for wasm32-wasip2 import WASI 0.2 from std and 0.3 from spin-sdk.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        capabilities::add_to_linker(&mut linker, |s: &mut RequestState| &mut s.caps)?;
+        Ok(linker)
+    }
+
+    /// Compiles (or loads from the cache) and pre-instantiates a component. Fails if
+    /// it is not a wasi:http 0.3 handler or imports anything the host does not provide.
+    pub fn load(&mut self, id: &str, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<()> {
+        let component = self.compile(bytes, cache_dir)?;
+        let pre = self
+            .linker()?
+            .instantiate_pre(&component)
+            .with_context(|| format!("component {id} imports something the host does not provide"))?;
+        let pre = ServicePre::new(pre).with_context(|| format!("component {id} is not a wasi:http/handler@0.3 service"))?;
+        self.components.insert(
+            id.to_owned(),
+            Loaded {
+                id: Arc::from(id),
+                pre,
+            },
+        );
+        Ok(())
+    }
+
+    fn compile(&self, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<Component> {
+        let Some(dir) = cache_dir else {
+            return Component::new(&self.engine, bytes);
+        };
+        let mut engine_hash = DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        let name = format!("{}-{:016x}.cwasm", hex::encode(Sha256::digest(bytes)), engine_hash.finish());
+        let path = dir.join(name);
+        if path.exists() {
+            // SAFETY: the file was written by `serialize` below into the data directory,
+            // which only this user can write; the name binds it to these bytes and this engine.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), "recompiling: cached component unusable: {e:#}"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        std::fs::create_dir_all(dir)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, component.serialize()?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(component)
+    }
+
+    pub fn has(&self, id: &str) -> bool {
+        self.components.contains_key(id)
+    }
+
+    /// Runs `request` in a fresh instance of component `id` on behalf of `caller`.
+    pub async fn invoke(
+        &self,
+        id: &str,
+        caller: Caller,
+        request: http::Request<Bytes>,
+        limits: CallLimits,
+    ) -> Result<FnResponse, InvokeError> {
+        let loaded = self
+            .components
+            .get(id)
+            .ok_or_else(|| InvokeError::NoComponent(id.to_owned()))?;
+        // The pool has `concurrency` slots; waiting here beats failing an instantiation.
+        let _slot = self.slots.acquire().await.map_err(|e| InvokeError::Trap(e.into()))?;
+        let state = RequestState {
+            table: ResourceTable::new(),
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(16)
+                .build(),
+            caps: CapabilityCtx {
+                caller,
+                platform: self.platform.clone(),
+                component: loaded.id.clone(),
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        // Host awaits (the store) do not advance guest code, so the epoch deadline
+        // alone cannot bound them; the wall clock does.
+        let wall = limits.deadline * 4 + Duration::from_secs(1);
+        let run = async {
+            let service = loaded.pre.instantiate_async(&mut store).await.map_err(InvokeError::Trap)?;
+            let (parts, body) = request.into_parts();
+            let request = http::Request::from_parts(parts, Full::new(body));
+            let (request, _io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
+            store
+                .run_concurrent(async move |store| {
+                    let response = match service.handle(store, request).await? {
+                        Ok(response) => response,
+                        Err(code) => return Ok(Err(InvokeError::Guest(format!("{code:?}")))),
+                    };
+                    let response = store.with(|s| response.into_http(s, async { Ok(()) }))?;
+                    let (parts, body) = response.into_parts();
+                    match Limited::new(body, limits.max_response).collect().await {
+                        Ok(body) => Ok(Ok(FnResponse {
+                            content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
+                            status: parts.status,
+                            body: body.to_bytes(),
+                        })),
+                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                            Ok(Err(InvokeError::ResponseTooLarge(limits.max_response)))
+                        }
+                        Err(e) => Ok(Err(InvokeError::Guest(e.to_string()))),
+                    }
+                })
+                .await
+                .and_then(|r: wasmtime::Result<_>| r)
+                .map_err(classify_trap)?
+        };
+        tokio::time::timeout(wall, run).await.map_err(|_| InvokeError::Deadline)?
+    }
+}
+
+fn classify_trap(e: wasmtime::Error) -> InvokeError {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => InvokeError::Deadline,
+        _ => InvokeError::Trap(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::SimCaller;
+    use crate::psk_cache::PskCache;
+    use crate::secrets::Sealer;
+    use crate::store::Store;
+
+    const LIMITS: CallLimits = CallLimits {
+        deadline: Duration::from_secs(5),
+        memory_bytes: 64 << 20,
+        max_response: 1 << 16,
+    };
+
+    async fn runtime() -> (Runtime, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
+        let psks = Arc::new(PskCache::new().unwrap());
+        let platform = Arc::new(Platform::new(store, Sealer::new(&[1; 32]), psks));
+        let mut runtime = Runtime::new(
+            &RuntimeConfig {
+                concurrency: 4,
+                max_memory_bytes: 64 << 20,
+            },
+            platform,
+        )
+        .unwrap();
+        for embedded in crate::components::PLATFORM {
+            runtime.load(embedded.name, embedded.bytes, None).unwrap();
+        }
+        (runtime, dir)
+    }
+
+    fn request(method: &str, uri: &str, body: &str) -> http::Request<Bytes> {
+        http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn functions_decide_through_scoped_capabilities() {
+        let (runtime, _dir) = runtime().await;
+        let psk: Vec<u8> = (64..80).collect();
+        let body = serde_json::json!({"identity": "42", "psk": psk, "accountId": "acc"}).to_string();
+        let r = runtime
+            .invoke("admin-psk", Caller::Operator, request("POST", "/v3/sys/security/psk", &body), LIMITS)
+            .await
+            .unwrap();
+        assert_eq!((r.status, &r.body[..]), (http::StatusCode::OK, &b"1"[..]));
+        assert!(runtime.platform.psks.sim("42").is_some());
+
+        let sim = Caller::Sim(SimCaller {
+            iccid: "42".into(),
+            identity_hex: None,
+            account_id: "acc".into(),
+        });
+        let r = runtime
+            .invoke("device-create", sim.clone(), request("POST", "/v1/dev/d1?iccid=42", ""), LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(r.status, http::StatusCode::OK, "{:?}", r.body);
+        let created: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let r = runtime
+            .invoke("device-credentials", sim.clone(), request("GET", "/v1/dev/d1?iccid=42", ""), LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(), created);
+
+        // The registry is not there for the operator, and psk-admin not for a SIM.
+        let err = runtime
+            .invoke("device-credentials", Caller::Operator, request("GET", "/v1/dev/d1?iccid=42", ""), LIMITS)
+            .await;
+        assert!(matches!(err, Err(InvokeError::Trap(_))), "{:?}", err.err());
+        let r = runtime
+            .invoke("admin-psk", sim, request("POST", "/v3/sys/security/psk", &body), LIMITS)
+            .await;
+        assert!(matches!(r, Err(InvokeError::Trap(_))));
+    }
+}

@@ -1,0 +1,214 @@
+//! Secrets at rest and at the door: the master key that seals PSKs and MQTT passwords, and the operator key/secret pair.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+const KEY_ID_LEN: usize = 4;
+const NONCE_LEN: usize = 12;
+
+/// Fills a fresh buffer from the OS generator.
+pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(buf)
+}
+
+/// A random string over `[A-Za-z0-9]`; rejection sampling keeps it uniform.
+pub fn random_token(len: usize) -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for b in random_bytes::<64>()? {
+            // 248 = 4 * 62: bytes above it would favour the first letters.
+            if b < 248 && out.len() < len {
+                out.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// AES-256-GCM under the master key. Every ciphertext carries the key's id, so a
+/// later key rotation can tell old from new, and is bound to its row by `context`.
+pub struct Sealer {
+    cipher: Aes256Gcm,
+    key_id: [u8; KEY_ID_LEN],
+}
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Self {
+        let digest = Sha256::digest([b"psk-edge key id".as_slice(), key].concat());
+        let mut key_id = [0u8; KEY_ID_LEN];
+        key_id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        Sealer {
+            cipher: Aes256Gcm::new(key.into()),
+            key_id,
+        }
+    }
+
+    pub fn key_id(&self) -> String {
+        hex::encode(self.key_id)
+    }
+
+    pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let nonce = random_bytes::<NONCE_LEN>()?;
+        let aad = [&self.key_id[..], context].concat();
+        let ct = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+        Ok([&self.key_id[..], &nonce[..], &ct].concat())
+    }
+
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        if sealed.len() < KEY_ID_LEN + NONCE_LEN {
+            bail!("sealed value too short");
+        }
+        let (key_id, rest) = sealed.split_at(KEY_ID_LEN);
+        if key_id != self.key_id {
+            bail!("sealed under another master key (id {})", hex::encode(key_id));
+        }
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let aad = [key_id, context].concat();
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| anyhow::anyhow!("sealed value does not authenticate"))
+    }
+}
+
+/// Where the master key comes from, in order: the environment, a key file the
+/// operator names, or a file generated in the data directory on first start.
+pub fn load_master_key(
+    env_hex: Option<&str>,
+    key_file: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<(Zeroizing<[u8; 32]>, String)> {
+    if let Some(hex_key) = env_hex {
+        return Ok((parse_key(hex_key).context("PSK_EDGE_MASTER_KEY")?, "PSK_EDGE_MASTER_KEY".into()));
+    }
+    let (path, generate) = match key_file {
+        Some(path) => (path.to_path_buf(), false),
+        None => (data_dir.join("master.key"), true),
+    };
+    if path.exists() {
+        let text = Zeroizing::new(
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let key = parse_key(text.trim()).with_context(|| format!("master key file {}", path.display()))?;
+        return Ok((key, path.display().to_string()));
+    }
+    if !generate {
+        bail!("master key file {} does not exist", path.display());
+    }
+    let key = Zeroizing::new(random_bytes::<32>()?);
+    write_private(&path, &Zeroizing::new(hex::encode(*key) + "\n"))?;
+    Ok((key, format!("{} (generated)", path.display())))
+}
+
+fn parse_key(hex_key: &str) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_key.trim(), &mut key[..])
+        .map_err(|_| anyhow::anyhow!("a master key is 64 hex characters"))?;
+    Ok(key)
+}
+
+/// Writes a file only its owner can read, creating it with mode 0600 from the start
+/// so the secret is never briefly world-readable.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The operator key/secret pair that authenticates the admin API. Only a digest of
+/// the secret stays in memory; comparison is constant-time.
+pub struct OperatorCredentials {
+    pub key: String,
+    secret_digest: [u8; 32],
+}
+
+impl OperatorCredentials {
+    pub fn new(key: String, secret: &str) -> Self {
+        OperatorCredentials {
+            key,
+            secret_digest: Sha256::digest(secret.as_bytes()).into(),
+        }
+    }
+
+    pub fn verify(&self, key: &str, secret: &str) -> bool {
+        let key_ok = Sha256::digest(key.as_bytes()).ct_eq(&Sha256::digest(self.key.as_bytes()));
+        let secret_ok = Sha256::digest(secret.as_bytes()).ct_eq(&self.secret_digest);
+        bool::from(key_ok & secret_ok)
+    }
+
+    /// From `PSK_EDGE_OPERATOR_KEY`/`_SECRET`, else from the 0600 file in the data
+    /// directory, generating it on first start. Returns the file path when one is used.
+    pub fn load(
+        env_key: Option<String>,
+        env_secret: Option<Zeroizing<String>>,
+        data_dir: &Path,
+    ) -> anyhow::Result<(Self, Option<std::path::PathBuf>)> {
+        match (env_key, env_secret) {
+            (Some(key), Some(secret)) => return Ok((Self::new(key, &secret), None)),
+            (None, None) => {}
+            _ => bail!("set both PSK_EDGE_OPERATOR_KEY and PSK_EDGE_OPERATOR_SECRET, or neither"),
+        }
+        let path = data_dir.join("operator.secret");
+        if !path.exists() {
+            let key = format!("op-{}", random_token(12)?);
+            let secret = Zeroizing::new(random_token(32)?);
+            write_private(&path, &format!("{key}:{}\n", *secret))?;
+        }
+        let text = Zeroizing::new(fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?);
+        let Some((key, secret)) = text.trim().split_once(':') else {
+            bail!("{} must hold KEY:SECRET", path.display());
+        };
+        Ok((Self::new(key.to_owned(), secret), Some(path)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_context() {
+        let sealer = Sealer::new(&[7u8; 32]);
+        let sealed = sealer.seal(b"psk:1", b"secret").unwrap();
+        assert_eq!(&sealer.open(b"psk:1", &sealed).unwrap()[..], b"secret");
+        assert!(sealer.open(b"psk:2", &sealed).is_err());
+        assert!(Sealer::new(&[8u8; 32]).open(b"psk:1", &sealed).is_err());
+        assert!(sealer.open(b"psk:1", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn operator_credentials_compare_key_and_secret() {
+        let op = OperatorCredentials::new("op".into(), "s3cret");
+        assert!(op.verify("op", "s3cret"));
+        assert!(!op.verify("op", "s3cret "));
+        assert!(!op.verify("other", "s3cret"));
+    }
+
+    #[test]
+    fn tokens_use_the_alphabet() {
+        let t = random_token(40).unwrap();
+        assert_eq!(t.len(), 40);
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,307 @@
+//! The store: accounts, SIM PSKs (sealed), devices and their MQTT credentials, in SQLite through sqlx.
+//!
+//! The store only ever sees sealed secrets; sealing and opening happen in the
+//! callers that hold the master key. Every change to the PSK table bumps one
+//! global revision, the number other caches follow.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("exists")]
+    Conflict,
+    #[error("store unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+    #[error("sealing failed: {0}")]
+    Sealing(String),
+}
+
+/// A PSK change as the store applies it; the key is already sealed.
+pub enum PskWrite {
+    Upsert {
+        iccid: String,
+        account_id: String,
+        sealed_psk: Vec<u8>,
+    },
+    Remove {
+        iccid: String,
+    },
+}
+
+pub struct PskRow {
+    pub iccid: String,
+    pub account_id: String,
+    pub sealed_psk: Vec<u8>,
+    pub revision: i64,
+}
+
+pub struct DeviceRow {
+    pub iccid: String,
+    pub client_id: String,
+    pub username: String,
+    pub sealed_password: Vec<u8>,
+}
+
+pub struct NewDevice<'a> {
+    pub account_id: &'a str,
+    pub device_id: &'a str,
+    pub iccid: &'a str,
+    pub client_id: &'a str,
+    pub username: &'a str,
+    pub sealed_password: &'a [u8],
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    pub async fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a commit survives a crash of the process; only an OS crash
+            // can lose the last transactions, which is the usual trade for SQLite servers.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("applying database migrations")?;
+        Ok(Store { pool })
+    }
+
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Sets `key` only if it has no value yet; returns whether this call set it, so
+    /// one-time work (seeding, the key check) happens exactly once.
+    pub async fn set_meta_once(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn psk_revision(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .meta("psk_revision")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Every SIM, streamed into `each` so a million rows never sit in one Vec.
+    pub async fn for_each_psk(&self, mut each: impl FnMut(PskRow)) -> Result<(), StoreError> {
+        let mut rows = sqlx::query("SELECT iccid, account_id, psk, revision FROM sims").fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(PskRow {
+                iccid: row.try_get(0)?,
+                account_id: row.try_get(1)?,
+                sealed_psk: row.try_get(2)?,
+                revision: row.try_get(3)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies the writes in one transaction under one new revision. Per write:
+    /// whether it took effect (removing an unknown identity does not).
+    pub async fn apply_psk_writes(&self, writes: &[PskWrite]) -> Result<(i64, Vec<bool>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revision: i64 = sqlx::query_scalar(
+            "INSERT INTO meta (key, value) VALUES ('psk_revision', '1')
+             ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
+             RETURNING CAST(value AS INTEGER)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let at = now();
+        let mut applied = Vec::with_capacity(writes.len());
+        for write in writes {
+            let done = match write {
+                PskWrite::Upsert {
+                    iccid,
+                    account_id,
+                    sealed_psk,
+                } => {
+                    sqlx::query("INSERT INTO accounts (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
+                        .bind(account_id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO sims (iccid, account_id, psk, revision, updated_at) VALUES (?, ?, ?, ?, ?)
+                         ON CONFLICT (iccid) DO UPDATE SET account_id = excluded.account_id, psk = excluded.psk,
+                         revision = excluded.revision, updated_at = excluded.updated_at",
+                    )
+                    .bind(iccid)
+                    .bind(account_id)
+                    .bind(sealed_psk)
+                    .bind(revision)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                PskWrite::Remove { iccid } => {
+                    sqlx::query("DELETE FROM sims WHERE iccid = ?")
+                        .bind(iccid)
+                        .execute(&mut *tx)
+                        .await?
+                }
+            };
+            applied.push(done.rows_affected() > 0);
+        }
+        tx.commit().await?;
+        Ok((revision, applied))
+    }
+
+    pub async fn device(&self, account_id: &str, device_id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT iccid, client_id, username, password FROM devices WHERE account_id = ? AND device_id = ?",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(DeviceRow {
+                iccid: row.try_get(0)?,
+                client_id: row.try_get(1)?,
+                username: row.try_get(2)?,
+                sealed_password: row.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// `Conflict` when the (account, device id) exists. A clash of the random
+    /// broker-wide client id or username is a different error the caller retries.
+    pub async fn create_device(&self, device: &NewDevice<'_>) -> Result<(), CreateDeviceError> {
+        let result = sqlx::query(
+            "INSERT INTO devices (account_id, device_id, iccid, client_id, username, password, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(device.account_id)
+        .bind(device.device_id)
+        .bind(device.iccid)
+        .bind(device.client_id)
+        .bind(device.username)
+        .bind(device.sealed_password)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                if db.message().contains("client_id") || db.message().contains("username") {
+                    Err(CreateDeviceError::NameClash)
+                } else {
+                    Err(CreateDeviceError::Exists)
+                }
+            }
+            Err(e) => Err(CreateDeviceError::Store(e.into())),
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateDeviceError {
+    #[error("device exists")]
+    Exists,
+    #[error("generated client id or username is taken")]
+    NameClash,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn psk_writes_share_one_revision_and_report_effect() {
+        let (store, _dir) = temp_store().await;
+        let (rev, applied) = store
+            .apply_psk_writes(&[
+                PskWrite::Upsert {
+                    iccid: "1".into(),
+                    account_id: "a".into(),
+                    sealed_psk: vec![1],
+                },
+                PskWrite::Remove { iccid: "2".into() },
+            ])
+            .await
+            .unwrap();
+        assert_eq!((rev, applied), (1, vec![true, false]));
+        let (rev, applied) = store
+            .apply_psk_writes(&[PskWrite::Remove { iccid: "1".into() }])
+            .await
+            .unwrap();
+        assert_eq!((rev, applied), (2, vec![true]));
+        assert_eq!(store.psk_revision().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn device_ids_are_unique_per_account_and_names_per_broker() {
+        let (store, _dir) = temp_store().await;
+        store
+            .apply_psk_writes(&[
+                PskWrite::Upsert { iccid: "1".into(), account_id: "a".into(), sealed_psk: vec![1] },
+                PskWrite::Upsert { iccid: "2".into(), account_id: "b".into(), sealed_psk: vec![1] },
+            ])
+            .await
+            .unwrap();
+        let dev = |account_id, client_id, username| NewDevice {
+            account_id,
+            device_id: "d",
+            iccid: "1",
+            client_id,
+            username,
+            sealed_password: b"x",
+        };
+        store.create_device(&dev("a", "c1", "u1")).await.unwrap();
+        assert!(matches!(store.create_device(&dev("a", "c2", "u2")).await, Err(CreateDeviceError::Exists)));
+        assert!(matches!(store.create_device(&dev("b", "c1", "u3")).await, Err(CreateDeviceError::NameClash)));
+        store.create_device(&dev("b", "c3", "u3")).await.unwrap();
+        assert_eq!(store.device("a", "d").await.unwrap().unwrap().client_id, "c1");
+        assert!(store.device("c", "d").await.unwrap().is_none());
+    }
+}

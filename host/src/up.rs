@@ -1,0 +1,385 @@
+//! `psk-edge up`: opens the store, seeds a first start, loads the functions, and serves both ports until SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zeroize::Zeroizing;
+
+use crate::admin_port::{self, AdminAccess};
+use crate::capabilities::{Platform, PskChange};
+use crate::components;
+use crate::node::Node;
+use crate::psk_cache::PskCache;
+use crate::router::RouteTable;
+use crate::runtime::{CallLimits, Runtime, RuntimeConfig};
+use crate::secrets::{self, OperatorCredentials, Sealer};
+use crate::sim_port::{self, SimPortConfig};
+use crate::store::Store;
+use crate::wolfssl;
+
+pub const DEMO_ICCID: &str = "049305930495403";
+pub const DEMO_ACCOUNT: &str = "demo";
+/// The PSK of the seed document's example SIM: bytes 64..=79 ("@ABCDEFGHIJKLMNO").
+pub fn demo_psk() -> Vec<u8> {
+    (64u8..80).collect()
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KexArg {
+    /// psk_ke (SIM applets) and psk_dhe_ke (OpenSSL clients)
+    Both,
+    /// pure PSK only
+    PskKe,
+    /// PSK with (EC)DHE only
+    PskDheKe,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the database, keys, certificate and compiled functions live.
+    #[arg(long, env = "PSK_EDGE_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// The SIM port (TLS 1.3 PSK-only). Pass 0.0.0.0:11111 to expose it.
+    #[arg(long, default_value = "127.0.0.1:11111")]
+    pub sim_listen: SocketAddr,
+    /// The admin port (HTTPS with a certificate).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub admin_listen: SocketAddr,
+    /// A Spin manifest to serve instead of the built-in one.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// A file holding the 64-hex-character master key (else PSK_EDGE_MASTER_KEY, else generated).
+    #[arg(long)]
+    pub master_key_file: Option<PathBuf>,
+    /// PEM certificate chain for the admin port (else a self-signed one is generated).
+    #[arg(long, requires = "admin_key")]
+    pub admin_cert: Option<PathBuf>,
+    /// PEM private key for --admin-cert.
+    #[arg(long, requires = "admin_cert")]
+    pub admin_key: Option<PathBuf>,
+    /// Addresses (CIDR) allowed to call /v3/sys/; repeat or comma-separate. Default: any.
+    #[arg(long, value_delimiter = ',')]
+    pub admin_allow: Vec<ipnet::IpNet>,
+    /// Key exchange modes the SIM port accepts.
+    #[arg(long, value_enum, default_value_t = KexArg::Both)]
+    pub psk_kex: KexArg,
+    /// TLS 1.3 suites of the SIM port, in wolfSSL's names.
+    #[arg(long, default_value = "TLS13-AES128-CCM-SHA256:TLS13-AES128-GCM-SHA256")]
+    pub ciphers: String,
+    /// Largest message, request or response, between SIM and platform.
+    #[arg(long, default_value_t = 250)]
+    pub message_limit: usize,
+    /// A SIM handshake not finished after this many milliseconds is dropped.
+    #[arg(long, default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// A SIM connection idle this many milliseconds between requests is closed.
+    #[arg(long, default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+    /// Deadline for a function serving a SIM request.
+    #[arg(long, default_value_t = 500)]
+    pub fn_deadline_ms: u64,
+    /// Deadline for a function serving an admin request (one bulk batch counts as one).
+    #[arg(long, default_value_t = 30_000)]
+    pub admin_fn_deadline_ms: u64,
+    /// Linear memory one function instance may use, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub fn_memory_mib: usize,
+    /// Function instances that may run at once.
+    #[arg(long, default_value_t = 128)]
+    pub fn_concurrency: u32,
+    /// Where compiled functions are cached (keyed by content and engine); several
+    /// nodes or data directories may share one. Default: DATA_DIR/compiled.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not create the demo account and SIM on first start.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("psk-edge")
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = &args.data_dir;
+    create_private_dir(data_dir)?;
+
+    let master_env = std::env::var("PSK_EDGE_MASTER_KEY").ok().map(Zeroizing::new);
+    let (master_key, key_source) =
+        secrets::load_master_key(master_env.as_deref().map(String::as_str), args.master_key_file.as_deref(), data_dir)?;
+    let sealer = Sealer::new(&master_key);
+    drop(master_key);
+
+    let store = Store::open_sqlite(&data_dir.join("psk-edge.db")).await?;
+    check_master_key(&store, &sealer, &key_source).await?;
+
+    let psks = Arc::new(PskCache::new()?);
+    let platform = Arc::new(Platform::new(store.clone(), sealer, psks.clone()));
+    let loaded = platform.load_psk_cache().await?;
+    let demo_created = !args.no_demo && seed_demo(&platform).await?;
+
+    let (operator, operator_file) = OperatorCredentials::load(
+        std::env::var("PSK_EDGE_OPERATOR_KEY").ok(),
+        std::env::var("PSK_EDGE_OPERATOR_SECRET").ok().map(Zeroizing::new),
+        data_dir,
+    )?;
+    let operator_key = operator.key.clone();
+
+    let (cert_pem, key_pem, cert_path) = admin_certificate(&args, data_dir)?;
+    let admin_tls = admin_port::tls_acceptor(&cert_pem, &key_pem).context("admin port certificate")?;
+
+    let (routes, manifest_name) = load_routes(args.manifest.as_deref())?;
+    let memory_bytes = args.fn_memory_mib << 20;
+    let mut runtime = Runtime::new(
+        &RuntimeConfig {
+            concurrency: args.fn_concurrency,
+            max_memory_bytes: memory_bytes,
+        },
+        platform.clone(),
+    )
+    .map_err(wasm_error)?;
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(|| data_dir.join("compiled"));
+    for source in &routes.components {
+        let bytes = component_bytes(&source.id, &source.path)?;
+        runtime
+            .load(&source.id, &bytes, Some(&cache_dir))
+            .map_err(wasm_error)
+            .with_context(|| format!("loading component {}", source.id))?;
+    }
+
+    let sim_tls = Arc::new(wolfssl::Server::new(
+        wolfssl::ServerConfig {
+            cipher_list: args.ciphers.clone(),
+            key_exchange: match args.psk_kex {
+                KexArg::Both => wolfssl::KeyExchange::Both,
+                KexArg::PskKe => wolfssl::KeyExchange::PskKe,
+                KexArg::PskDheKe => wolfssl::KeyExchange::PskDheKe,
+            },
+            handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        },
+        psks.clone(),
+    )?);
+
+    let node = Arc::new(Node {
+        psks,
+        platform,
+        routes,
+        runtime,
+        sim_port: SimPortConfig {
+            message_limit: args.message_limit,
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        },
+        sim_limits: CallLimits {
+            deadline: Duration::from_millis(args.fn_deadline_ms),
+            memory_bytes,
+            max_response: 64 << 10,
+        },
+        admin_limits: CallLimits {
+            deadline: Duration::from_millis(args.admin_fn_deadline_ms),
+            memory_bytes,
+            max_response: 4 << 20,
+        },
+        admin: AdminAccess {
+            operator,
+            allow: args.admin_allow.clone(),
+        },
+    });
+
+    let sim_listener = TcpListener::bind(args.sim_listen)
+        .await
+        .with_context(|| format!("binding the SIM port {}", args.sim_listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", args.admin_listen))?;
+    let sim_addr = sim_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(sim_port::serve(sim_listener, sim_tls, node.clone(), shutdown.clone(), tasks.clone()));
+    tasks.spawn(admin_port::serve(admin_listener, admin_tls, node.clone(), shutdown.clone(), tasks.clone()));
+
+    print_banner(&Banner {
+        data_dir,
+        sim_addr,
+        admin_addr,
+        operator_key: &operator_key,
+        operator_file: operator_file.as_deref(),
+        cert_path: &cert_path,
+        demo: node.psks.sim(DEMO_ICCID).is_some(),
+    });
+    tracing::info!(
+        sim = %sim_addr,
+        admin = %admin_addr,
+        sims = node.psks.len(),
+        loaded_at_start = loaded,
+        demo_created,
+        manifest = manifest_name,
+        master_key = key_source,
+        "ready"
+    );
+
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await.is_err() {
+        tracing::warn!("connections still open after 3 s; closing them");
+    }
+    node.platform.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// wasmtime has its own error type; keep its whole chain in the message.
+fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A stored check value makes a wrong master key fail here, not as garbage later.
+async fn check_master_key(store: &Store, sealer: &Sealer, source: &str) -> anyhow::Result<()> {
+    const CONTEXT: &[u8] = b"master-key-check";
+    let fresh = hex::encode(sealer.seal(CONTEXT, b"psk-edge")?);
+    if store.set_meta_once("master_key_check", &fresh).await? {
+        return Ok(());
+    }
+    let stored = store.meta("master_key_check").await?.unwrap_or_default();
+    let opens = hex::decode(&stored).ok().is_some_and(|sealed| sealer.open(CONTEXT, &sealed).is_ok());
+    if !opens {
+        bail!(
+            "the master key from {source} is not the key this database was created with; \
+             start with the original key (PSK_EDGE_MASTER_KEY or --master-key-file)"
+        );
+    }
+    Ok(())
+}
+
+async fn seed_demo(platform: &Platform) -> anyhow::Result<bool> {
+    if !platform.store.set_meta_once("demo_seeded", "1").await? {
+        return Ok(false);
+    }
+    platform
+        .apply_psk_changes(vec![PskChange::Upsert {
+            iccid: DEMO_ICCID.into(),
+            account_id: DEMO_ACCOUNT.into(),
+            psk: Zeroizing::new(demo_psk()),
+        }])
+        .await?;
+    Ok(true)
+}
+
+fn admin_certificate(args: &UpArgs, data_dir: &Path) -> anyhow::Result<(Vec<u8>, Zeroizing<Vec<u8>>, PathBuf)> {
+    if let (Some(cert), Some(key)) = (&args.admin_cert, &args.admin_key) {
+        let cert_pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let key_pem = Zeroizing::new(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+        return Ok((cert_pem, key_pem, cert.clone()));
+    }
+    let cert_path = data_dir.join("admin-cert.pem");
+    let key_path = data_dir.join("admin-key.pem");
+    if !cert_path.exists() {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let certified = rcgen::generate_simple_self_signed(names)?;
+        secrets::write_private(&key_path, &certified.signing_key.serialize_pem())?;
+        std::fs::write(&cert_path, certified.cert.pem())?;
+    }
+    let cert_pem = std::fs::read(&cert_path)?;
+    let key_pem = Zeroizing::new(std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?);
+    Ok((cert_pem, key_pem, cert_path))
+}
+
+fn load_routes(manifest: Option<&Path>) -> anyhow::Result<(RouteTable, String)> {
+    match manifest {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let base = path.parent().unwrap_or(Path::new("."));
+            Ok((RouteTable::parse(&text, base)?, path.display().to_string()))
+        }
+        None => Ok((RouteTable::parse(components::DEFAULT_MANIFEST, Path::new("."))?, "built-in".into())),
+    }
+}
+
+/// A source file wins; a missing one that names a platform component is served from the binary.
+fn component_bytes(id: &str, path: &Path) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+    if path.is_file() {
+        return Ok(std::fs::read(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .into());
+    }
+    path.file_name()
+        .and_then(|name| components::by_file_name(&name.to_string_lossy()))
+        .map(|embedded| embedded.bytes.into())
+        .with_context(|| format!("component {id}: {} does not exist and is not built in", path.display()))
+}
+
+struct Banner<'a> {
+    data_dir: &'a Path,
+    sim_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    operator_key: &'a str,
+    operator_file: Option<&'a Path>,
+    cert_path: &'a Path,
+    demo: bool,
+}
+
+fn print_banner(b: &Banner) {
+    // A node listening on every address is still reached on loopback from this machine.
+    let sim_host = if b.sim_addr.ip().is_unspecified() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        b.sim_addr.ip()
+    };
+    let sim_port = b.sim_addr.port();
+    let secret_hint = match b.operator_file {
+        Some(path) => format!("the text after ':' in {} (mode 0600)", path.display()),
+        None => "from PSK_EDGE_OPERATOR_SECRET".into(),
+    };
+    println!("psk-edge");
+    println!("  data directory  {}", b.data_dir.display());
+    println!("  SIM port        {} (TLS 1.3 PSK-only)", b.sim_addr);
+    println!("  admin port      https://{} (certificate {})", b.admin_addr, b.cert_path.display());
+    println!("  operator key    {}", b.operator_key);
+    println!("  operator secret {secret_hint}");
+    if b.demo {
+        let psk_hex = hex::encode(demo_psk());
+        println!();
+        println!("Demo SIM {DEMO_ICCID} (account {DEMO_ACCOUNT}). Create a device and get its MQTT credentials:");
+        println!(
+            "  printf 'POST /v1/dev/dev-1?iccid={DEMO_ICCID} HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' | \\\n    openssl s_client -quiet -connect {sim_host}:{sim_port} -tls1_3 -psk_identity {DEMO_ICCID} -psk {psk_hex} -ciphersuites TLS_AES_128_CCM_SHA256"
+        );
+    }
+    println!();
+}
