@@ -1,0 +1,295 @@
+//! Test harness: starts real `psk-edge up` processes on free loopback ports and talks to them with real clients.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const DEMO_ICCID: &str = "049305930495403";
+pub const DEMO_PSK_HEX: &str = "404142434445464748494a4b4c4d4e4f";
+pub const OPERATOR_KEY: &str = "test-operator";
+pub const OPERATOR_SECRET: &str = "test-operator-secret-0123456789";
+pub const CCM: &str = "TLS_AES_128_CCM_SHA256";
+pub const GCM: &str = "TLS_AES_128_GCM_SHA256";
+
+/// A running `psk-edge up`; stopped with SIGTERM when dropped.
+pub struct Node {
+    child: Option<Child>,
+    pub sim: String,
+    pub admin: String,
+    pub data_dir: PathBuf,
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct NodeBuilder {
+    data_dir: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+/// Compiled components are shared by all test nodes so each start does not recompile.
+fn compile_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-components")
+}
+
+impl NodeBuilder {
+    pub fn new(data_dir: &Path) -> Self {
+        NodeBuilder {
+            data_dir: data_dir.to_path_buf(),
+            args: Vec::new(),
+            envs: vec![
+                ("PSK_EDGE_OPERATOR_KEY".into(), OPERATOR_KEY.into()),
+                ("PSK_EDGE_OPERATOR_SECRET".into(), OPERATOR_SECRET.into()),
+            ],
+        }
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk-edge"));
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--sim-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--cache-dir")
+            .arg(compile_cache())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env_remove("PSK_EDGE_MASTER_KEY")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub async fn start(self) -> Node {
+        let mut child = self.command().spawn().expect("spawn psk-edge");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let ready_tx = ready_tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("ready") {
+                        let _ = ready_tx.send(line.clone());
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let ready = tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("node not ready in time:\n{}", output.lock().unwrap().join("\n")))
+            .unwrap_or_else(|| panic!("node exited:\n{}", output.lock().unwrap().join("\n")));
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {ready}"))
+                .to_owned()
+        };
+        Node {
+            sim: field("sim="),
+            admin: field("admin="),
+            child: Some(child),
+            data_dir: self.data_dir,
+            output,
+        }
+    }
+}
+
+impl Node {
+    pub fn sim_port(&self) -> u16 {
+        self.sim.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the log has a line matching `pred`.
+    pub async fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
+        for _ in 0..100 {
+            if let Some(line) = self.output.lock().unwrap().iter().find(|l| pred(l)) {
+                return line.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no such log line in:\n{}", self.log());
+    }
+
+    /// SIGTERM, and how long the node took to exit.
+    pub async fn stop(mut self) -> (Duration, std::process::ExitStatus) {
+        let mut child = self.child.take().unwrap();
+        let started = std::time::Instant::now();
+        let pid = child.id().unwrap() as i32;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("node did not stop within 10 s")
+            .unwrap();
+        (started.elapsed(), status)
+    }
+
+    /// `curl` against the admin port, trusting the node's own certificate.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.admin_as(method, path, body, Some((OPERATOR_KEY, OPERATOR_SECRET))).await
+    }
+
+    pub async fn admin_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        auth: Option<(&str, &str)>,
+    ) -> (u16, String) {
+        let port = self.admin.rsplit(':').next().unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "60", "-X", method, "-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(self.data_dir.join("admin-cert.pem"))
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .arg(format!("https://localhost:{port}{path}"));
+        if let Some((k, s)) = auth {
+            cmd.args(["-u", &format!("{k}:{s}")]);
+        }
+        if let Some(body) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", "@-"]);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("curl");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(body.unwrap_or("").as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    pub async fn add_psk(&self, identity: &str, psk: &[u8], account: &str) -> String {
+        let body = serde_json::json!({"identity": identity, "psk": psk, "accountId": account}).to_string();
+        self.admin("POST", "/v3/sys/security/psk", Some(&body)).await.1
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- node output ---\n{}", self.log());
+        }
+    }
+}
+
+/// What a TLS client run printed and how it ended.
+pub struct ClientRun {
+    pub stdout: String,
+    pub stderr: String,
+    pub success: bool,
+}
+
+/// One `openssl s_client` connection sending `input`, then waiting for the server to close.
+pub async fn openssl(port: u16, identity: &str, psk_hex: &str, suite: &str, extra: &[&str], input: &str) -> ClientRun {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-psk_identity", identity, "-psk", psk_hex, "-ciphersuites", suite])
+        .args(extra);
+    if !extra.contains(&"-tls1_2") {
+        cmd.arg("-tls1_3");
+    }
+    run_client(cmd, input).await
+}
+
+/// GnuTLS as the pure psk_ke client a SIM applet is: it sends close_notify right after its input.
+pub async fn gnutls(port: u16, identity: &str, psk_hex: &str, input: &str) -> ClientRun {
+    let mut cmd = Command::new("gnutls-cli");
+    cmd.args(["--priority", "NORMAL:-VERS-ALL:+VERS-TLS1.3:+PSK:-ECDHE-PSK:-DHE-PSK"])
+        .args(["--pskusername", identity, "--pskkey", psk_hex, "-p", &port.to_string(), "127.0.0.1"]);
+    run_client(cmd, input).await
+}
+
+async fn run_client(mut cmd: Command, input: &str) -> ClientRun {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn TLS client");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("TLS client hung")
+        .unwrap();
+    ClientRun {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        success: out.status.success(),
+    }
+}
+
+pub fn post(device: &str, iccid: &str) -> String {
+    format!("POST /v1/dev/{device}?iccid={iccid} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+}
+
+pub fn get(device: &str, iccid: &str) -> String {
+    format!("GET /v1/dev/{device}?iccid={iccid} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+}
+
+/// Marks the last request so the server closes after answering (s_client waits for that).
+pub fn closing(request: &str) -> String {
+    request.replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1)
+}
+
+/// The JSON bodies of the HTTP responses in `text`, with their status codes.
+pub fn responses(text: &str) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("HTTP/1.1 ") {
+        rest = &rest[start..];
+        let code: u16 = rest[9..12].parse().unwrap();
+        let len: usize = rest
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let body_start = rest.find("\r\n\r\n").unwrap() + 4;
+        out.push((code, rest[body_start..body_start + len].to_owned()));
+        rest = &rest[body_start + len..];
+    }
+    out
+}
+
+#[derive(Debug, serde::Deserialize, PartialEq, Eq, Clone)]
+pub struct Creds {
+    pub cli: String,
+    pub usr: String,
+    pub pwd: String,
+}
+
+pub fn creds(body: &str) -> Creds {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not credentials: {body}: {e}"))
+}
