@@ -79,8 +79,8 @@ fn run() -> Result<(), String> {
         // underscores; the functions' packages use dashes only, so this inverts it.
         let name = stem.replace('_', "-");
         let copy = out_dir.join(file_name);
-        let bytes = fs::read(source).map_err(|e| format!("reading {}: {e}", source.display()))?;
-        write_if_changed(&copy, &bytes)?;
+        fs::copy(source, &copy)
+            .map_err(|e| format!("copying {} to {}: {e}", source.display(), copy.display()))?;
         let copy = copy
             .to_str()
             .ok_or_else(|| format!("non UTF-8 OUT_DIR {}", out_dir.display()))?;
@@ -91,16 +91,8 @@ fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     }
     generated.push_str("];\n");
-    write_if_changed(&out_dir.join("components.rs"), generated.as_bytes())
-}
-
-/// Leaves an identical file untouched: rustc tracks `include_bytes!` by modification
-/// time, and a rewrite would recompile the host for a comment change in a function.
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    if fs::read(path).is_ok_and(|old| old == bytes) {
-        return Ok(());
-    }
-    fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+    let out = out_dir.join("components.rs");
+    fs::write(&out, generated).map_err(|e| format!("writing {}: {e}", out.display()))
 }
 
 fn var(name: &str) -> Result<OsString, String> {

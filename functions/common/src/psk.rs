@@ -82,14 +82,16 @@ struct Fields {
 
 fn fields(body: &[u8]) -> Result<Fields, Invalid> {
     // serde would also read a struct from a JSON array: only an object is a request.
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
-            return Err(Invalid::NotAnObject);
-        }
-        _ => {
-            return Err(Invalid::Json { line: 1, column: 1 });
-        }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => Invalid::NotAnObject,
+                Err(e) => Invalid::Json {
+                    line: e.line(),
+                    column: e.column(),
+                },
+            },
+        );
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         // With every field optional, a data error inside an object is a repeated field.
@@ -294,11 +296,11 @@ mod tests {
     fn shape() {
         assert_eq!(parse_upsert(br#"["1",[1],"a"]"#), Err(Invalid::NotAnObject));
         assert_eq!(parse_upsert(b"1"), Err(Invalid::NotAnObject));
-        assert_eq!(parse_upsert(b""), Err(Invalid::Json { line: 1, column: 1 }));
-        assert_eq!(
-            parse_upsert(b"  "),
-            Err(Invalid::Json { line: 1, column: 1 })
-        );
+        assert_eq!(parse_upsert(b" null "), Err(Invalid::NotAnObject));
+        let at = |line, column| Err(Invalid::Json { line, column });
+        assert_eq!(parse_upsert(b"not json"), at(1, 2));
+        assert_eq!(parse_upsert(b""), at(1, 0));
+        assert_eq!(parse_upsert(b"  "), at(1, 2));
         assert!(matches!(
             parse_upsert(b"{\"identity\":"),
             Err(Invalid::Json { .. })
