@@ -212,3 +212,16 @@ async fn sims_act_only_for_themselves() {
     // still the same keep-alive connection, still served
     assert_eq!(exchange(&mut demo, &get("shared", DEMO_ICCID)).await[0].0, 200);
 }
+
+#[tokio::test]
+async fn a_function_over_its_memory_cap_is_a_404_and_a_log_line_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Rust component starts with more than 1 MiB of linear memory: every call fails.
+    let node = NodeBuilder::new(dir.path()).arg("--fn-memory-mib").arg("1").start().await;
+    let run = openssl(node.sim_port(), DEMO_ICCID, DEMO_PSK_HEX, CCM, &[], &closing(&post("m-1", DEMO_ICCID))).await;
+    let answers = responses(&run.stdout);
+    assert_eq!(answers, vec![(404, r#"{"err":"function_failed"}"#.to_owned())]);
+    node.wait_log(|l| l.contains("function failed") && l.contains("device-create")).await;
+    // The node still serves.
+    assert_eq!(node.admin_as("GET", "/healthz", None, None).await.0, 200);
+}

@@ -177,7 +177,7 @@ impl Node {
         if let Some((k, s)) = auth {
             cmd.args(["-u", &format!("{k}:{s}")]);
         }
-        if let Some(body) = body {
+        if body.is_some() {
             cmd.args(["-H", "Content-Type: application/json", "--data-binary", "@-"]);
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
