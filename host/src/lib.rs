@@ -1,1 +1,2 @@
 //! psk-edge: the native host that terminates the SIM and admin ports and runs WebAssembly functions.
+pub mod wolfssl;
