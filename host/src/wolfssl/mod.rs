@@ -5,7 +5,12 @@
 //! does and recover PSK identities containing 0x00, which wolfSSL cuts at the first zero.
 //! wolfSSL still writes after it has read the peer's close_notify (TLS 1.3 half-close),
 //! so a response to a request followed at once by close_notify goes out as usual.
+//!
+//! The client ([`connect`], for tests and load generation) is a small native TLS 1.3 PSK
+//! client instead of wolfSSL's: every wolfSSL client path measures the identity with
+//! `strlen`, so it could never send a 10-byte BCD ICCID such as `98 44 05 00 …`.
 
+mod client;
 mod hello;
 mod server;
 #[cfg(test)]
@@ -16,6 +21,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub use client::connect;
 pub use server::Server;
 
 /// Initialises wolfSSL once per process; the constructors call it too.
@@ -67,20 +73,42 @@ impl Default for ServerConfig {
     }
 }
 
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Raw identity bytes, sent as they are (may contain 0x00).
+    pub identity: Vec<u8>,
+    pub key: Zeroizing<Vec<u8>>,
+    /// Suites to offer, in preference order, in wolfSSL's names (IANA names work too).
+    pub cipher_list: String,
+    /// `PskKe` offers psk_ke only and no key share, like a SIM applet.
+    pub key_exchange: KeyExchange,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("identity", &hex::encode(&self.identity))
+            .field("cipher_list", &self.cipher_list)
+            .field("key_exchange", &self.key_exchange)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS handshake timed out")]
     Timeout,
     #[error("TLS I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// `code`: wolfSSL's error code (e.g. -423, binder does not verify).
+    /// `code`: on the server, wolfSSL's error code (e.g. -423, binder does not verify);
+    /// on the client, the alert the server sent, or 0 when the client itself gave up.
     #[error("TLS handshake failed ({code}): {reason}")]
     Handshake { code: i32, reason: String },
     #[error("TLS configuration: {0}")]
     Config(String),
 }
 
-/// An established TLS 1.3 connection.
+/// An established TLS 1.3 connection, server or client side.
 ///
 /// `Send`, so it can move between tasks; used by one task at a time (`&mut self`).
 pub struct TlsStream {
@@ -91,6 +119,7 @@ pub struct TlsStream {
 
 enum Engine {
     Wolf(server::Session),
+    Native(Box<client::Session>),
 }
 
 impl TlsStream {
@@ -107,6 +136,7 @@ impl TlsStream {
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         match &self.engine {
             Engine::Wolf(s) => s.tcp().peer_addr(),
+            Engine::Native(s) => s.tcp().peer_addr(),
         }
     }
 
@@ -115,6 +145,7 @@ impl TlsStream {
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match &mut self.engine {
             Engine::Wolf(s) => s.read(buf).await,
+            Engine::Native(s) => s.read(buf).await,
         }
     }
 
@@ -122,6 +153,7 @@ impl TlsStream {
     pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match &mut self.engine {
             Engine::Wolf(s) => s.write_all(data).await,
+            Engine::Native(s) => s.write_all(data).await,
         }
     }
 
@@ -129,6 +161,7 @@ impl TlsStream {
     pub async fn shutdown(&mut self) {
         match &mut self.engine {
             Engine::Wolf(s) => s.shutdown().await,
+            Engine::Native(s) => s.shutdown().await,
         }
     }
 }

@@ -1,11 +1,11 @@
-//! End-to-end tests on 127.0.0.1: the wolfSSL server against `openssl s_client` and
-//! `gnutls-cli`.
+//! End-to-end tests on 127.0.0.1: the wolfSSL server against the native client,
+//! `openssl s_client` and `gnutls-cli`.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -19,6 +19,8 @@ use super::*;
 const ICCID: &[u8] = b"049305930495403";
 const KEY: &[u8] = b"@ABCDEFGHIJKLMNO"; // 404142434445464748494a4b4c4d4e4f
 const KEY_HEX: &str = "404142434445464748494a4b4c4d4e4f";
+/// A SIM's nibble-swapped BCD ICCID; note the 0x00 bytes.
+const BCD: &[u8] = &[0x98, 0x44, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0xf3];
 const CCM: &str = "TLS13-AES128-CCM-SHA256";
 const GCM: &str = "TLS13-AES128-GCM-SHA256";
 const REQUEST: &[u8] = b"GET /v1/dev/d1?iccid=049305930495403 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -28,6 +30,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Table {
     keys: HashMap<Vec<u8>, Vec<u8>>,
+    asked: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Table {
@@ -37,12 +40,18 @@ impl Table {
                 .iter()
                 .map(|(id, key)| (id.to_vec(), key.to_vec()))
                 .collect(),
+            ..Self::default()
         })
+    }
+
+    fn asked(&self) -> Vec<Vec<u8>> {
+        self.asked.lock().unwrap().clone()
     }
 }
 
 impl PskLookup for Table {
     fn key_for(&self, identity: &[u8]) -> Zeroizing<Vec<u8>> {
+        self.asked.lock().unwrap().push(identity.to_vec());
         let key = self.keys.get(identity).cloned().unwrap_or_else(|| {
             Sha256::new()
                 .chain_update(b"decoy")
@@ -124,11 +133,193 @@ fn server_config(key_exchange: KeyExchange) -> ServerConfig {
     }
 }
 
+fn client_config(identity: &[u8], key: &[u8], suite: &str, kx: KeyExchange) -> ClientConfig {
+    ClientConfig {
+        identity: identity.to_vec(),
+        key: Zeroizing::new(key.to_vec()),
+        cipher_list: suite.to_owned(),
+        key_exchange: kx,
+    }
+}
+
+/// Connects, sends `REQUEST`, reads the response until the server closes.
+async fn exchange(addr: SocketAddr, cfg: &ClientConfig) -> Result<(String, Vec<u8>), TlsError> {
+    let tcp = TcpStream::connect(addr).await?;
+    let mut tls = connect(tcp, cfg).await?;
+    tls.write_all(REQUEST).await?;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match tls.read(&mut buf).await? {
+            0 => break,
+            n => response.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok((tls.cipher_name().to_owned(), response))
+}
+
 async fn next(rx: &mut mpsc::UnboundedReceiver<Result<Seen, String>>) -> Result<Seen, String> {
     timeout(LIMIT, rx.recv())
         .await
         .expect("server outcome in time")
         .expect("server task alive")
+}
+
+fn expected_response() -> Vec<u8> {
+    let body = b"echo:GET /v1/dev/d1?iccid=049305930495403 HTTP/1.1";
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test]
+async fn both_suites_with_every_key_exchange_mode() {
+    let modes = [KeyExchange::Both, KeyExchange::PskKe, KeyExchange::PskDheKe];
+    // (server mode, client mode): equal modes, and a default server with either client.
+    let pairs = modes.iter().map(|m| (*m, *m)).chain([
+        (KeyExchange::Both, KeyExchange::PskKe),
+        (KeyExchange::Both, KeyExchange::PskDheKe),
+    ]);
+    for (server_mode, client_mode) in pairs {
+        let table = Table::with(&[(ICCID, KEY)]);
+        let (addr, mut seen) = serve(server_config(server_mode), table).await;
+        for suite in [CCM, GCM] {
+            let cfg = client_config(ICCID, KEY, suite, client_mode);
+            let (cipher, response) = timeout(LIMIT, exchange(addr, &cfg))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{server_mode:?}/{client_mode:?}/{suite}: {e}"));
+            assert_eq!(cipher, suite);
+            assert_eq!(response, expected_response());
+            let s = next(&mut seen).await.unwrap();
+            assert_eq!(s.identity, ICCID);
+            assert_eq!(s.cipher, suite);
+            assert_eq!(s.request, REQUEST);
+        }
+    }
+}
+
+#[tokio::test]
+async fn forced_key_exchange_refuses_the_other_mode() {
+    for (server_mode, client_mode) in [
+        (KeyExchange::PskKe, KeyExchange::PskDheKe),
+        (KeyExchange::PskDheKe, KeyExchange::PskKe),
+    ] {
+        let (addr, mut seen) =
+            serve(server_config(server_mode), Table::with(&[(ICCID, KEY)])).await;
+        let cfg = client_config(ICCID, KEY, CCM, client_mode);
+        let result = timeout(LIMIT, exchange(addr, &cfg)).await.unwrap();
+        assert!(
+            result.is_err(),
+            "{server_mode:?}/{client_mode:?}: {result:?}"
+        );
+        assert!(next(&mut seen).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn wrong_key_fails_on_both_sides() {
+    let (addr, mut seen) = serve(
+        server_config(KeyExchange::Both),
+        Table::with(&[(ICCID, KEY)]),
+    )
+    .await;
+    for kx in [KeyExchange::PskKe, KeyExchange::PskDheKe] {
+        let cfg = client_config(ICCID, b"0123456789abcdef", CCM, kx);
+        let result = timeout(LIMIT, exchange(addr, &cfg)).await.unwrap();
+        assert!(
+            matches!(result, Err(TlsError::Handshake { .. })),
+            "{result:?}"
+        );
+        let server_side = next(&mut seen).await;
+        assert!(server_side.is_err(), "{server_side:?}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_identity_fails_like_a_wrong_key() {
+    let table = Table::with(&[(ICCID, KEY)]);
+    let (addr, mut seen) = serve(server_config(KeyExchange::Both), table.clone()).await;
+    let unknown = client_config(b"999999999999999", KEY, CCM, KeyExchange::PskKe);
+    let wrong = client_config(ICCID, b"0123456789abcdef", CCM, KeyExchange::PskKe);
+
+    let unknown_result = timeout(LIMIT, exchange(addr, &unknown)).await.unwrap();
+    let unknown_server = next(&mut seen).await.unwrap_err();
+    let wrong_result = timeout(LIMIT, exchange(addr, &wrong)).await.unwrap();
+    let wrong_server = next(&mut seen).await.unwrap_err();
+
+    // Same alert to the client, same error on the server.
+    assert_eq!(format!("{unknown_result:?}"), format!("{wrong_result:?}"));
+    assert_eq!(unknown_server, wrong_server);
+    assert!(table.asked().contains(&b"999999999999999".to_vec()));
+}
+
+#[tokio::test]
+async fn bcd_identity_with_zero_bytes_reaches_the_lookup_intact() {
+    // Same bytes up to the first 0x00, different after: only exact bytes can tell them apart.
+    let twin: &[u8] = &[0x98, 0x44, 0x05, 0x00, 0x11, 0x00, 0x00, 0x00, 0x21, 0xf3];
+    let table = Table::with(&[(twin, b"another key 1234"), (BCD, KEY)]);
+    let (addr, mut seen) = serve(server_config(KeyExchange::Both), table.clone()).await;
+    for kx in [KeyExchange::PskKe, KeyExchange::PskDheKe] {
+        let cfg = client_config(BCD, KEY, CCM, kx);
+        let (_, response) = timeout(LIMIT, exchange(addr, &cfg)).await.unwrap().unwrap();
+        assert_eq!(response, expected_response());
+        assert_eq!(next(&mut seen).await.unwrap().identity, BCD);
+    }
+    assert!(
+        table.asked().iter().all(|id| id == BCD),
+        "{:?}",
+        table.asked()
+    );
+}
+
+#[tokio::test]
+async fn request_then_close_notify_still_gets_its_response() {
+    let server = Server::new(server_config(KeyExchange::Both), Table::with(&[(BCD, KEY)])).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let client = tokio::spawn(async move {
+        let tcp = TcpStream::connect(addr).await?;
+        let mut tls = connect(tcp, &client_config(BCD, KEY, CCM, KeyExchange::PskKe)).await?;
+        tls.write_all(REQUEST).await?;
+        tls.shutdown().await; // close_notify right behind the request
+        let mut response = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match tls.read(&mut buf).await? {
+                0 => return Ok::<_, TlsError>(response),
+                n => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut tls = timeout(LIMIT, server.accept(tcp)).await.unwrap().unwrap();
+    // Let the close_notify arrive, so it sits right behind the request.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 16];
+    loop {
+        match timeout(LIMIT, tls.read(&mut buf)).await.unwrap().unwrap() {
+            0 => break,
+            n => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(request, REQUEST, "all data before close_notify, then Ok(0)");
+    // Also a later read stays at EOF.
+    assert_eq!(tls.read(&mut buf).await.unwrap(), 0);
+    tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    tls.shutdown().await;
+
+    let response = timeout(LIMIT, client).await.unwrap().unwrap().unwrap();
+    assert_eq!(response, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
 }
 
 #[tokio::test]
@@ -163,12 +354,63 @@ async fn garbage_is_refused_promptly_and_silence_times_out() {
     assert_eq!(outcome, TlsError::Timeout.to_string());
 }
 
+#[tokio::test]
+async fn a_client_hello_trickling_in_is_reassembled() {
+    let (addr, mut seen) =
+        serve(server_config(KeyExchange::Both), Table::with(&[(BCD, KEY)])).await;
+    // Relays client bytes to the server a few at a time, so the ClientHello arrives in pieces.
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (client, _) = relay.accept().await.unwrap();
+        let server = TcpStream::connect(addr).await.unwrap();
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = server.into_split();
+        tokio::spawn(async move { tokio::io::copy(&mut server_rx, &mut client_tx).await });
+        let mut buf = [0u8; 5];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut client_rx, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut server_tx, &buf[..n]).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut server_tx).await;
+    });
+    let cfg = client_config(BCD, KEY, GCM, KeyExchange::PskDheKe);
+    let (_, response) = timeout(LIMIT, exchange(relay_addr, &cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response, expected_response());
+    assert_eq!(next(&mut seen).await.unwrap().identity, BCD);
+}
+
 #[test]
 fn server_is_shareable_and_streams_move_between_tasks() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}
     send_sync::<Server>();
     send::<TlsStream>();
+}
+
+struct Panicking;
+
+impl PskLookup for Panicking {
+    fn key_for(&self, _identity: &[u8]) -> Zeroizing<Vec<u8>> {
+        panic!("lookup failed");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_lookup_fails_the_handshake_not_the_process() {
+    let (addr, mut seen) = serve(server_config(KeyExchange::Both), Arc::new(Panicking)).await;
+    let cfg = client_config(ICCID, KEY, CCM, KeyExchange::PskKe);
+    let result = timeout(LIMIT, exchange(addr, &cfg)).await.unwrap();
+    assert!(result.is_err());
+    assert!(next(&mut seen).await.is_err());
 }
 
 #[test]
