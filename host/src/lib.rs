@@ -1,2 +1,15 @@
 //! psk-edge: the native host that terminates the SIM and admin ports and runs WebAssembly functions.
+
+pub mod admin_port;
+pub mod capabilities;
 pub mod components;
+pub mod identity;
+pub mod node;
+pub mod psk_cache;
+pub mod router;
+pub mod runtime;
+pub mod secrets;
+pub mod sim_port;
+pub mod store;
+pub mod up;
+pub mod wolfssl;

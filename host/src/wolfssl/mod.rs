@@ -1,0 +1,176 @@
+//! TLS 1.3 PSK-only connections for the SIM port; every `unsafe` call into wolfSSL lives here.
+//!
+//! The server is wolfSSL driven through in-memory I/O callbacks: tokio owns the socket,
+//! wolfSSL only sees buffers. That lets the server read the raw ClientHello before wolfSSL
+//! does and recover PSK identities containing 0x00, which wolfSSL cuts at the first zero.
+//! wolfSSL still writes after it has read the peer's close_notify (TLS 1.3 half-close),
+//! so a response to a request followed at once by close_notify goes out as usual.
+//!
+//! The client ([`connect`], for tests and load generation) is a small native TLS 1.3 PSK
+//! client instead of wolfSSL's: every wolfSSL client path measures the identity with
+//! `strlen`, so it could never send a 10-byte BCD ICCID such as `98 44 05 00 …`.
+
+mod client;
+mod hello;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+pub use client::connect;
+pub use server::Server;
+
+/// Initialises wolfSSL once per process; the constructors call it too.
+pub fn init() {
+    server::init();
+}
+
+/// Which TLS 1.3 PSK key exchange modes are allowed (RFC 8446 §4.2.9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyExchange {
+    /// psk_ke (what SIM applets send) and psk_dhe_ke (what OpenSSL sends).
+    #[default]
+    Both,
+    /// Pure PSK only, no (EC)DHE.
+    PskKe,
+    /// PSK with (EC)DHE only.
+    PskDheKe,
+}
+
+/// Resolves a PSK identity to its key.
+pub trait PskLookup: Send + Sync + 'static {
+    /// Given the raw identity bytes the client offered, returns the key to use.
+    ///
+    /// For an unknown identity return a decoy key (e.g. derived from a server secret and
+    /// the identity) so that it fails exactly like a wrong key: same alert, same work.
+    /// Called on a runtime worker in the middle of the handshake, so it must not block.
+    fn key_for(&self, identity: &[u8]) -> Zeroizing<Vec<u8>>;
+}
+
+/// The two suites the SIM port offers by default, in wolfSSL's names.
+pub const DEFAULT_CIPHER_LIST: &str = "TLS13-AES128-CCM-SHA256:TLS13-AES128-GCM-SHA256";
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// wolfSSL cipher list, e.g. `TLS13-AES128-CCM-SHA256:TLS13-AES128-GCM-SHA256`.
+    pub cipher_list: String,
+    pub key_exchange: KeyExchange,
+    /// Bound on the whole handshake, from the first byte read to the client's Finished.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            cipher_list: DEFAULT_CIPHER_LIST.to_owned(),
+            key_exchange: KeyExchange::Both,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Raw identity bytes, sent as they are (may contain 0x00).
+    pub identity: Vec<u8>,
+    pub key: Zeroizing<Vec<u8>>,
+    /// Suites to offer, in preference order, in wolfSSL's names (IANA names work too).
+    pub cipher_list: String,
+    /// `PskKe` offers psk_ke only and no key share, like a SIM applet.
+    pub key_exchange: KeyExchange,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("identity", &hex::encode(&self.identity))
+            .field("cipher_list", &self.cipher_list)
+            .field("key_exchange", &self.key_exchange)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS handshake timed out")]
+    Timeout,
+    #[error("TLS I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// `code`: on the server, wolfSSL's error code (e.g. -423, binder does not verify);
+    /// on the client, the alert the server sent, or 0 when the client itself gave up.
+    #[error("TLS handshake failed ({code}): {reason}")]
+    Handshake { code: i32, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// An established TLS 1.3 connection, server or client side.
+///
+/// `Send`, so it can move between tasks; used by one task at a time (`&mut self`).
+pub struct TlsStream {
+    identity: Vec<u8>,
+    cipher: String,
+    engine: Engine,
+}
+
+enum Engine {
+    Wolf(server::Session),
+    Native(Box<client::Session>),
+}
+
+impl TlsStream {
+    /// The raw PSK identity bytes that authenticated this connection.
+    pub fn identity(&self) -> &[u8] {
+        &self.identity
+    }
+
+    /// The negotiated suite in wolfSSL's naming, e.g. `TLS13-AES128-CCM-SHA256`.
+    pub fn cipher_name(&self) -> &str {
+        &self.cipher
+    }
+
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match &self.engine {
+            Engine::Wolf(s) => s.tcp().peer_addr(),
+            Engine::Native(s) => s.tcp().peer_addr(),
+        }
+    }
+
+    /// Reads application data; `Ok(0)` once the peer sent close_notify or closed the
+    /// socket. Data that came before a close_notify is always returned first.
+    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.engine {
+            Engine::Wolf(s) => s.read(buf).await,
+            Engine::Native(s) => s.read(buf).await,
+        }
+    }
+
+    /// Writes all of `data`; still works after the peer's close_notify (half-close).
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match &mut self.engine {
+            Engine::Wolf(s) => s.write_all(data).await,
+            Engine::Native(s) => s.write_all(data).await,
+        }
+    }
+
+    /// Best effort: sends close_notify, flushes, and closes the sending half of the socket.
+    pub async fn shutdown(&mut self) {
+        match &mut self.engine {
+            Engine::Wolf(s) => s.shutdown().await,
+            Engine::Native(s) => s.shutdown().await,
+        }
+    }
+}
+
+impl fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("identity", &hex::encode(&self.identity))
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
