@@ -27,16 +27,32 @@ async fn handshake(node: &Node, identity: &str, key: &[u8]) -> Option<wolfssl::T
 #[tokio::test]
 async fn authentication_and_health() {
     let (node, _dir) = node().await;
-    assert_eq!(node.admin_as("GET", "/healthz", None, None).await, (200, "ok".into()));
+    assert_eq!(
+        node.admin_as("GET", "/healthz", None, None).await,
+        (200, "ok".into())
+    );
     let body = r#"{"identity":"1","psk":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"accountId":"a"}"#;
-    for auth in [None, Some((OPERATOR_KEY, "wrong")), Some(("wrong", OPERATOR_SECRET))] {
-        let (code, _) = node.admin_as("POST", "/v3/sys/security/psk", Some(body), auth).await;
+    for auth in [
+        None,
+        Some((OPERATOR_KEY, "wrong")),
+        Some(("wrong", OPERATOR_SECRET)),
+    ] {
+        let (code, _) = node
+            .admin_as("POST", "/v3/sys/security/psk", Some(body), auth)
+            .await;
         assert_eq!(code, 401, "{auth:?}");
     }
     // The challenge tells clients how to authenticate.
     let port = node.admin.rsplit(':').next().unwrap();
     let out = tokio::process::Command::new("curl")
-        .args(["-sS", "-i", "-k", &format!("https://127.0.0.1:{port}/v3/sys/security/psk"), "-X", "POST"])
+        .args([
+            "-sS",
+            "-i",
+            "-k",
+            &format!("https://127.0.0.1:{port}/v3/sys/security/psk"),
+            "-X",
+            "POST",
+        ])
         .output()
         .await
         .unwrap();
@@ -48,8 +64,18 @@ async fn authentication_and_health() {
 #[tokio::test]
 async fn allow_list_guards_sys_routes() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeBuilder::new(dir.path()).arg("--admin-allow").arg("10.0.0.0/8").start().await;
-    let (code, _) = node.admin("DELETE", "/v3/sys/security/psk", Some(r#"{"identity":"1"}"#)).await;
+    let node = NodeBuilder::new(dir.path())
+        .arg("--admin-allow")
+        .arg("10.0.0.0/8")
+        .start()
+        .await;
+    let (code, _) = node
+        .admin(
+            "DELETE",
+            "/v3/sys/security/psk",
+            Some(r#"{"identity":"1"}"#),
+        )
+        .await;
     assert_eq!(code, 403);
     assert_eq!(node.admin_as("GET", "/healthz", None, None).await.0, 200);
 }
@@ -59,24 +85,39 @@ async fn create_override_delete_take_effect_on_the_next_handshake() {
     let (node, _dir) = node().await;
     let iccid = "8931000000000000001";
     let (k1, k2) = (vec![1u8; 16], vec![2u8; 32]);
-    assert!(handshake(&node, iccid, &k1).await.is_none(), "unknown SIM got in");
+    assert!(
+        handshake(&node, iccid, &k1).await.is_none(),
+        "unknown SIM got in"
+    );
 
     assert_eq!(node.add_psk(iccid, &k1, "acct-a").await, "1");
-    let mut live = handshake(&node, iccid, &k1).await.expect("created SIM handshake");
+    let mut live = handshake(&node, iccid, &k1)
+        .await
+        .expect("created SIM handshake");
 
     // Override: the old key stops working, the new one works, the live connection closes.
     assert_eq!(node.add_psk(iccid, &k2, "acct-b").await, "1");
     let mut buf = [0u8; 16];
-    let closed = tokio::time::timeout(Duration::from_secs(5), live.read(&mut buf)).await.expect("live connection not closed");
+    let closed = tokio::time::timeout(Duration::from_secs(5), live.read(&mut buf))
+        .await
+        .expect("live connection not closed");
     assert_eq!(closed.unwrap_or(0), 0);
     assert!(handshake(&node, iccid, &k1).await.is_none());
     assert!(handshake(&node, iccid, &k2).await.is_some());
 
     // Delete: gone at once; deleting again is `0`.
     let del = format!(r#"{{"identity":"{iccid}"}}"#);
-    assert_eq!(node.admin("DELETE", "/v3/sys/security/psk", Some(&del)).await, (200, "1".into()));
+    assert_eq!(
+        node.admin("DELETE", "/v3/sys/security/psk", Some(&del))
+            .await,
+        (200, "1".into())
+    );
     assert!(handshake(&node, iccid, &k2).await.is_none());
-    assert_eq!(node.admin("DELETE", "/v3/sys/security/psk", Some(&del)).await, (200, "0".into()));
+    assert_eq!(
+        node.admin("DELETE", "/v3/sys/security/psk", Some(&del))
+            .await,
+        (200, "0".into())
+    );
 }
 
 #[tokio::test]
@@ -92,48 +133,102 @@ async fn bad_input_answers_zero_and_changes_nothing() {
         format!(r#"{{"identity":123,"psk":{psk16},"accountId":"a"}}"#),
         format!(r#"{{"identity":"12a","psk":{psk16},"accountId":"a"}}"#),
         format!(r#"{{"identity":"","psk":{psk16},"accountId":"a"}}"#),
-        format!(r#"{{"identity":"{}","psk":{psk16},"accountId":"a"}}"#, "1".repeat(23)),
+        format!(
+            r#"{{"identity":"{}","psk":{psk16},"accountId":"a"}}"#,
+            "1".repeat(23)
+        ),
         r#"{"identity":"123","psk":[1,2,3],"accountId":"a"}"#.to_owned(),
-        format!(r#"{{"identity":"123","psk":[{}],"accountId":"a"}}"#, vec!["1"; 65].join(",")),
-        r#"{"identity":"123","psk":[256,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"accountId":"a"}"#.to_owned(),
-        r#"{"identity":"123","psk":[-1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"accountId":"a"}"#.to_owned(),
-        r#"{"identity":"123","psk":[1.5,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"accountId":"a"}"#.to_owned(),
+        format!(
+            r#"{{"identity":"123","psk":[{}],"accountId":"a"}}"#,
+            vec!["1"; 65].join(",")
+        ),
+        r#"{"identity":"123","psk":[256,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"accountId":"a"}"#
+            .to_owned(),
+        r#"{"identity":"123","psk":[-1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"accountId":"a"}"#
+            .to_owned(),
+        r#"{"identity":"123","psk":[1.5,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"accountId":"a"}"#
+            .to_owned(),
         r#"{"identity":"123","psk":"0102030405060708090a0b0c0d0e0f10","accountId":"a"}"#.to_owned(),
         format!(r#"{{"identity":"123","psk":{psk16},"accountId":"a b"}}"#),
         format!(r#"{{"identity":"123","psk":{psk16},"accountId":7}}"#),
     ];
     for body in &cases {
-        assert_eq!(node.admin("POST", "/v3/sys/security/psk", Some(body)).await, (200, "0".into()), "{body}");
+        assert_eq!(
+            node.admin("POST", "/v3/sys/security/psk", Some(body)).await,
+            (200, "0".into()),
+            "{body}"
+        );
     }
-    assert_eq!(node.admin("DELETE", "/v3/sys/security/psk", Some(r#"{"identity":"x"}"#)).await.1, "0");
+    assert_eq!(
+        node.admin(
+            "DELETE",
+            "/v3/sys/security/psk",
+            Some(r#"{"identity":"x"}"#)
+        )
+        .await
+        .1,
+        "0"
+    );
     // Nothing was half-written: identity 123 never came to exist with any key.
-    assert!(handshake(&node, "123", &(1..=16).collect::<Vec<u8>>()).await.is_none());
+    assert!(
+        handshake(&node, "123", &(1..=16).collect::<Vec<u8>>())
+            .await
+            .is_none()
+    );
     // A reason is logged, never the key.
-    node.wait_log(|l| l.contains("WARN") && l.contains("admin-psk")).await;
+    node.wait_log(|l| l.contains("WARN") && l.contains("admin-psk"))
+        .await;
     assert!(!node.log().contains("1,2,3,4,5,6,7,8,9,10"));
 }
 
 #[tokio::test]
 async fn bulk_ndjson_answers_line_by_line() {
     let (node, _dir) = node().await;
-    let line = |id: &str, byte: u8| format!(r#"{{"identity":"{id}","psk":{:?},"accountId":"bulk"}}"#, vec![byte; 16]);
-    let body = [line("5000000000000000001", 1), "garbage".into(), String::new(), line("5000000000000000002", 2)].join("\n");
-    let (code, answer) = node.admin("POST", "/v3/sys/security/psk/bulk", Some(&body)).await;
+    let line = |id: &str, byte: u8| {
+        format!(
+            r#"{{"identity":"{id}","psk":{:?},"accountId":"bulk"}}"#,
+            vec![byte; 16]
+        )
+    };
+    let body = [
+        line("5000000000000000001", 1),
+        "garbage".into(),
+        String::new(),
+        line("5000000000000000002", 2),
+    ]
+    .join("\n");
+    let (code, answer) = node
+        .admin("POST", "/v3/sys/security/psk/bulk", Some(&body))
+        .await;
     assert_eq!((code, answer.as_str()), (200, "1\n0\n1\n"));
-    assert!(handshake(&node, "5000000000000000002", &[2u8; 16]).await.is_some());
+    assert!(
+        handshake(&node, "5000000000000000002", &[2u8; 16])
+            .await
+            .is_some()
+    );
 
     // Enough lines for several batches, answered in order.
     let many: String = (0..2500u32)
         .map(|i| {
-            if i % 1000 == 7 { "{}\n".to_owned() } else { line(&format!("6{i:018}"), 3) + "\n" }
+            if i % 1000 == 7 {
+                "{}\n".to_owned()
+            } else {
+                line(&format!("6{i:018}"), 3) + "\n"
+            }
         })
         .collect();
-    let (code, answer) = node.admin("POST", "/v3/sys/security/psk/bulk", Some(&many)).await;
+    let (code, answer) = node
+        .admin("POST", "/v3/sys/security/psk/bulk", Some(&many))
+        .await;
     assert_eq!(code, 200);
     let lines: Vec<&str> = answer.lines().collect();
     assert_eq!(lines.len(), 2500);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(*l, if i % 1000 == 7 { "0" } else { "1" }, "line {i}");
     }
-    assert!(handshake(&node, &format!("6{:018}", 2499), &[3u8; 16]).await.is_some());
+    assert!(
+        handshake(&node, &format!("6{:018}", 2499), &[3u8; 16])
+            .await
+            .is_some()
+    );
 }

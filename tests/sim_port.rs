@@ -19,10 +19,28 @@ async fn openssl_creates_and_fetches_with_both_suites_and_both_kex_offers() {
     let mut seen = None;
     for (i, suite) in [CCM, GCM].into_iter().enumerate() {
         for extra in [&[][..], &["-allow_no_dhe_kex"][..]] {
-            let input = format!("{}{}", post("dev-1", DEMO_ICCID), closing(&get("dev-1", DEMO_ICCID)));
-            let run = openssl(node.sim_port(), DEMO_ICCID, DEMO_PSK_HEX, suite, extra, &input).await;
+            let input = format!(
+                "{}{}",
+                post("dev-1", DEMO_ICCID),
+                closing(&get("dev-1", DEMO_ICCID))
+            );
+            let run = openssl(
+                node.sim_port(),
+                DEMO_ICCID,
+                DEMO_PSK_HEX,
+                suite,
+                extra,
+                &input,
+            )
+            .await;
             let answers = responses(&run.stdout);
-            assert_eq!(answers.len(), 2, "{suite} {extra:?}: {}\n{}", run.stdout, run.stderr);
+            assert_eq!(
+                answers.len(),
+                2,
+                "{suite} {extra:?}: {}\n{}",
+                run.stdout,
+                run.stderr
+            );
             assert!(answers.iter().all(|(code, _)| *code == 200), "{answers:?}");
             let (create, fetch) = (creds(&answers[0].1), creds(&answers[1].1));
             // The first POST creates; every later POST is a retry that returns the same device.
@@ -34,16 +52,34 @@ async fn openssl_creates_and_fetches_with_both_suites_and_both_kex_offers() {
         }
     }
     // Only Content-Type and Content-Length ride along.
-    let run = openssl(node.sim_port(), DEMO_ICCID, DEMO_PSK_HEX, CCM, &[], &closing(&get("dev-1", DEMO_ICCID))).await;
+    let run = openssl(
+        node.sim_port(),
+        DEMO_ICCID,
+        DEMO_PSK_HEX,
+        CCM,
+        &[],
+        &closing(&get("dev-1", DEMO_ICCID)),
+    )
+    .await;
     let head = run.stdout.split("\r\n\r\n").next().unwrap();
-    let names: Vec<&str> = head.lines().skip(1).map(|l| l.split(':').next().unwrap()).collect();
+    let names: Vec<&str> = head
+        .lines()
+        .skip(1)
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
     assert_eq!(names, ["Content-Type", "Content-Length"]);
 }
 
 #[tokio::test]
 async fn gnutls_pure_psk_ke_gets_its_answer_after_close_notify() {
     let (node, _dir) = node().await;
-    let run = gnutls(node.sim_port(), DEMO_ICCID, DEMO_PSK_HEX, &post("g-1", DEMO_ICCID)).await;
+    let run = gnutls(
+        node.sim_port(),
+        DEMO_ICCID,
+        DEMO_PSK_HEX,
+        &post("g-1", DEMO_ICCID),
+    )
+    .await;
     let answers = responses(&run.stdout);
     assert_eq!(answers.len(), 1, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(answers[0].0, 200);
@@ -53,8 +89,24 @@ async fn gnutls_pure_psk_ke_gets_its_answer_after_close_notify() {
 #[tokio::test]
 async fn unknown_identity_fails_exactly_like_a_wrong_key() {
     let (node, _dir) = node().await;
-    let wrong_key = openssl(node.sim_port(), DEMO_ICCID, "00112233445566778899aabbccddeeff", CCM, &[], &post("x", DEMO_ICCID)).await;
-    let unknown = openssl(node.sim_port(), "999999999999999", DEMO_PSK_HEX, CCM, &[], &post("x", "999999999999999")).await;
+    let wrong_key = openssl(
+        node.sim_port(),
+        DEMO_ICCID,
+        "00112233445566778899aabbccddeeff",
+        CCM,
+        &[],
+        &post("x", DEMO_ICCID),
+    )
+    .await;
+    let unknown = openssl(
+        node.sim_port(),
+        "999999999999999",
+        DEMO_PSK_HEX,
+        CCM,
+        &[],
+        &post("x", "999999999999999"),
+    )
+    .await;
     for run in [&wrong_key, &unknown] {
         assert!(!run.success);
         assert!(!run.stdout.contains("HTTP/1.1"), "{}", run.stdout);
@@ -63,7 +115,12 @@ async fn unknown_identity_fails_exactly_like_a_wrong_key() {
         run.stderr
             .lines()
             .find(|l| l.contains("alert"))
-            .map(|l| l.split(':').filter(|p| p.contains("alert")).collect::<Vec<_>>().join(":"))
+            .map(|l| {
+                l.split(':')
+                    .filter(|p| p.contains("alert"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
             .unwrap_or_else(|| panic!("no alert in {}", run.stderr))
     };
     assert_eq!(alert(&wrong_key), alert(&unknown));
@@ -73,7 +130,15 @@ async fn unknown_identity_fails_exactly_like_a_wrong_key() {
 async fn tls12_and_certificate_clients_get_an_alert_not_a_hang() {
     let (node, _dir) = node().await;
     let started = std::time::Instant::now();
-    let tls12 = openssl(node.sim_port(), DEMO_ICCID, DEMO_PSK_HEX, CCM, &["-tls1_2", "-cipher", "PSK-AES128-CCM"], "").await;
+    let tls12 = openssl(
+        node.sim_port(),
+        DEMO_ICCID,
+        DEMO_PSK_HEX,
+        CCM,
+        &["-tls1_2", "-cipher", "PSK-AES128-CCM"],
+        "",
+    )
+    .await;
     assert!(!tls12.success);
     assert!(tls12.stderr.contains("alert"), "{}", tls12.stderr);
     let mut no_psk = tokio::process::Command::new("openssl");
@@ -82,7 +147,10 @@ async fn tls12_and_certificate_clients_get_an_alert_not_a_hang() {
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
-    let out = tokio::time::timeout(Duration::from_secs(10), no_psk.output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), no_psk.output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("alert"));
     assert!(started.elapsed() < Duration::from_secs(8));
@@ -91,14 +159,30 @@ async fn tls12_and_certificate_clients_get_an_alert_not_a_hang() {
 #[tokio::test]
 async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeBuilder::new(dir.path()).arg("--handshake-timeout-ms").arg("300").start().await;
+    let node = NodeBuilder::new(dir.path())
+        .arg("--handshake-timeout-ms")
+        .arg("300")
+        .start()
+        .await;
     let mut tcp = tokio::net::TcpStream::connect(&node.sim).await.unwrap();
     let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "connection not closed: {read:?}");
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut tcp, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "connection not closed: {read:?}"
+    );
 }
 
-async fn wolf(node: &Node, identity: &[u8], key: &[u8], kex: KeyExchange) -> Result<wolfssl::TlsStream, wolfssl::TlsError> {
+async fn wolf(
+    node: &Node,
+    identity: &[u8],
+    key: &[u8],
+    kex: KeyExchange,
+) -> Result<wolfssl::TlsStream, wolfssl::TlsError> {
     let tcp = tokio::net::TcpStream::connect(&node.sim).await.unwrap();
     wolfssl::connect(
         tcp,
@@ -117,7 +201,10 @@ async fn exchange(stream: &mut wolfssl::TlsStream, request: &str) -> Vec<(u16, S
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         if n == 0 {
             break;
         }
@@ -144,32 +231,65 @@ async fn bcd_identity_with_zero_bytes_maps_to_its_iccid() {
     let key: Vec<u8> = (1..=32).collect();
     assert_eq!(node.add_psk(iccid, &key, "acct-bcd").await, "1");
 
-    let mut s = wolf(&node, &bcd, &key, KeyExchange::PskKe).await.expect("BCD handshake");
+    let mut s = wolf(&node, &bcd, &key, KeyExchange::PskKe)
+        .await
+        .expect("BCD handshake");
     let created = exchange(&mut s, &post("b-1", iccid)).await;
     assert_eq!(created[0].0, 200, "{created:?}");
     // Pod Group's tools name the SIM by the hex of its identity bytes, in either case.
     let by_hex = exchange(&mut s, &get("b-1", "984405000000000021F3")).await;
     assert_eq!(by_hex[0], created[0]);
     // ASCII digits of the same ICCID are the same SIM.
-    let mut ascii = wolf(&node, iccid.as_bytes(), &key, KeyExchange::Both).await.expect("ASCII handshake");
-    assert_eq!(exchange(&mut ascii, &get("b-1", iccid)).await[0], created[0]);
+    let mut ascii = wolf(&node, iccid.as_bytes(), &key, KeyExchange::Both)
+        .await
+        .expect("ASCII handshake");
+    assert_eq!(
+        exchange(&mut ascii, &get("b-1", iccid)).await[0],
+        created[0]
+    );
     // ...but an ASCII-authenticated SIM cannot use the hex form.
-    assert_eq!(exchange(&mut ascii, &get("b-1", "984405000000000021f3")).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut ascii, &get("b-1", "984405000000000021f3")).await[0].0,
+        404
+    );
 }
 
 #[tokio::test]
 async fn the_message_limit_holds_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     // Credentials answers are ~160 bytes: a 150-byte limit makes them oversized.
-    let node = NodeBuilder::new(dir.path()).arg("--message-limit").arg("150").start().await;
-    let mut s = wolf(&node, DEMO_ICCID.as_bytes(), &support_psk(), KeyExchange::Both).await.unwrap();
+    let node = NodeBuilder::new(dir.path())
+        .arg("--message-limit")
+        .arg("150")
+        .start()
+        .await;
+    let mut s = wolf(
+        &node,
+        DEMO_ICCID.as_bytes(),
+        &support_psk(),
+        KeyExchange::Both,
+    )
+    .await
+    .unwrap();
     let dropped = exchange(&mut s, &post("lim-1", DEMO_ICCID)).await;
     assert!(dropped.is_empty(), "oversized answer was sent: {dropped:?}");
-    let warning = node.wait_log(|l| l.contains("WARN") && l.contains("over the SIM message limit")).await;
-    assert!(warning.contains("POST /v1/dev/lim-1") && warning.contains("size="), "{warning}");
+    let warning = node
+        .wait_log(|l| l.contains("WARN") && l.contains("over the SIM message limit"))
+        .await;
+    assert!(
+        warning.contains("POST /v1/dev/lim-1") && warning.contains("size="),
+        "{warning}"
+    );
 
     let (node, _dir2) = self::node().await;
-    let mut s = wolf(&node, DEMO_ICCID.as_bytes(), &support_psk(), KeyExchange::Both).await.unwrap();
+    let mut s = wolf(
+        &node,
+        DEMO_ICCID.as_bytes(),
+        &support_psk(),
+        KeyExchange::Both,
+    )
+    .await
+    .unwrap();
     let padded = format!(
         "POST /v1/dev/d?iccid={DEMO_ICCID} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nContent-Length: 0\r\n\r\n",
         "p".repeat(200)
@@ -192,36 +312,81 @@ async fn sims_act_only_for_themselves() {
     let other = "111111111111111";
     let other_key = vec![7u8; 16];
     assert_eq!(node.add_psk(other, &other_key, "demo").await, "1");
-    let mut demo = wolf(&node, DEMO_ICCID.as_bytes(), &support_psk(), KeyExchange::Both).await.unwrap();
-    let mut sim2 = wolf(&node, other.as_bytes(), &other_key, KeyExchange::Both).await.unwrap();
+    let mut demo = wolf(
+        &node,
+        DEMO_ICCID.as_bytes(),
+        &support_psk(),
+        KeyExchange::Both,
+    )
+    .await
+    .unwrap();
+    let mut sim2 = wolf(&node, other.as_bytes(), &other_key, KeyExchange::Both)
+        .await
+        .unwrap();
 
-    assert_eq!(exchange(&mut demo, &post("shared", DEMO_ICCID)).await[0].0, 200);
+    assert_eq!(
+        exchange(&mut demo, &post("shared", DEMO_ICCID)).await[0].0,
+        200
+    );
     // iccid naming another SIM
     assert_eq!(exchange(&mut demo, &get("shared", other)).await[0].0, 404);
     // same account, other SIM: neither create nor fetch someone else's device
     assert_eq!(exchange(&mut sim2, &post("shared", other)).await[0].0, 404);
     assert_eq!(exchange(&mut sim2, &get("shared", other)).await[0].0, 404);
     // unknown device, bad names, unknown routes, the admin API
-    assert_eq!(exchange(&mut demo, &get("nope", DEMO_ICCID)).await[0].0, 404);
-    assert_eq!(exchange(&mut demo, &get("a%20b", DEMO_ICCID)).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut demo, &get("nope", DEMO_ICCID)).await[0].0,
+        404
+    );
+    assert_eq!(
+        exchange(&mut demo, &get("a%20b", DEMO_ICCID)).await[0].0,
+        404
+    );
     let admin = "POST /v3/sys/security/psk HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(exchange(&mut demo, admin).await[0].0, 404);
-    assert_eq!(exchange(&mut demo, "DELETE /v1/dev/shared HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await[0].0, 404);
+    assert_eq!(
+        exchange(
+            &mut demo,
+            "DELETE /v1/dev/shared HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        )
+        .await[0]
+            .0,
+        404
+    );
     let missing_iccid = "GET /v1/dev/shared HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(exchange(&mut demo, missing_iccid).await[0].0, 404);
     // still the same keep-alive connection, still served
-    assert_eq!(exchange(&mut demo, &get("shared", DEMO_ICCID)).await[0].0, 200);
+    assert_eq!(
+        exchange(&mut demo, &get("shared", DEMO_ICCID)).await[0].0,
+        200
+    );
 }
 
 #[tokio::test]
 async fn a_function_over_its_memory_cap_is_a_404_and_a_log_line_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     // A Rust component starts with more than 1 MiB of linear memory: every call fails.
-    let node = NodeBuilder::new(dir.path()).arg("--fn-memory-mib").arg("1").start().await;
-    let run = openssl(node.sim_port(), DEMO_ICCID, DEMO_PSK_HEX, CCM, &[], &closing(&post("m-1", DEMO_ICCID))).await;
+    let node = NodeBuilder::new(dir.path())
+        .arg("--fn-memory-mib")
+        .arg("1")
+        .start()
+        .await;
+    let run = openssl(
+        node.sim_port(),
+        DEMO_ICCID,
+        DEMO_PSK_HEX,
+        CCM,
+        &[],
+        &closing(&post("m-1", DEMO_ICCID)),
+    )
+    .await;
     let answers = responses(&run.stdout);
-    assert_eq!(answers, vec![(404, r#"{"err":"function_failed"}"#.to_owned())]);
-    node.wait_log(|l| l.contains("function failed") && l.contains("device-create")).await;
+    assert_eq!(
+        answers,
+        vec![(404, r#"{"err":"function_failed"}"#.to_owned())]
+    );
+    node.wait_log(|l| l.contains("function failed") && l.contains("device-create"))
+        .await;
     // The node still serves.
     assert_eq!(node.admin_as("GET", "/healthz", None, None).await.0, 200);
 }

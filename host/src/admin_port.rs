@@ -72,9 +72,10 @@ pub async fn serve(
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
     response
 }
 
@@ -95,9 +96,14 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
         tracing::warn!(%peer, path, "refused: address not on the /v3/sys/ allow-list");
         return text(StatusCode::FORBIDDEN, "forbidden");
     }
-    let matched = match node.routes.lookup(Listener::Admin, req.method().as_str(), &path) {
+    let matched = match node
+        .routes
+        .lookup(Listener::Admin, req.method().as_str(), &path)
+    {
         Lookup::Found(matched) => matched,
-        Lookup::MethodNotAllowed => return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        Lookup::MethodNotAllowed => {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
         Lookup::NotFound => return text(StatusCode::NOT_FOUND, "not found"),
     };
     let component = matched.route.component.clone();
@@ -113,7 +119,12 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     };
     match node
         .runtime
-        .invoke(&component, Caller::Operator, Request::from_parts(parts, body), node.admin_limits)
+        .invoke(
+            &component,
+            Caller::Operator,
+            Request::from_parts(parts, body),
+            node.admin_limits,
+        )
         .await
     {
         Ok(response) => {
@@ -136,10 +147,17 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
 }
 
 fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
-    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
         return false;
     };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
@@ -155,7 +173,12 @@ fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
 
 /// Streams an NDJSON body through the component in batches of `batch` lines and
 /// streams the answers back, so memory stays bounded whatever the body's size.
-fn ndjson(node: &Arc<Node>, component: String, req: Request<Incoming>, batch: usize) -> Response<Body> {
+fn ndjson(
+    node: &Arc<Node>,
+    component: String,
+    req: Request<Incoming>,
+    batch: usize,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let node = node.clone();
     let (parts, mut body) = req.into_parts();
@@ -192,7 +215,9 @@ fn ndjson(node: &Arc<Node>, component: String, req: Request<Incoming>, batch: us
                 };
                 if std::mem::take(&mut overlong) {
                     // Answers stay in input order: flush what came before, then refuse this line.
-                    if !lines.is_empty() && !run_batch(&node, &component, &parts, &mut lines, &tx).await {
+                    if !lines.is_empty()
+                        && !run_batch(&node, &component, &parts, &mut lines, &tx).await
+                    {
                         return;
                     }
                     tracing::warn!("bulk line over {MAX_LINE} bytes refused");
@@ -205,7 +230,9 @@ fn ndjson(node: &Arc<Node>, component: String, req: Request<Incoming>, batch: us
                     continue;
                 }
                 lines.push(line);
-                if lines.len() == batch && !run_batch(&node, &component, &parts, &mut lines, &tx).await {
+                if lines.len() == batch
+                    && !run_batch(&node, &component, &parts, &mut lines, &tx).await
+                {
                     return;
                 }
             }
@@ -234,8 +261,14 @@ async fn run_batch(
     tx: &mpsc::Sender<Bytes>,
 ) -> bool {
     let count = lines.len();
-    let body: Bytes = lines.drain(..).flat_map(|l| l.to_vec()).collect::<Vec<u8>>().into();
-    let mut request = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+    let body: Bytes = lines
+        .drain(..)
+        .flat_map(|l| l.to_vec())
+        .collect::<Vec<u8>>()
+        .into();
+    let mut request = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone());
     for (name, value) in &parts.headers {
         request = request.header(name, value);
     }
@@ -283,10 +316,12 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<TlsAccept
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(key_pem)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -304,7 +339,10 @@ mod tests {
         assert!(access.allows("10.1.2.3".parse().unwrap()));
         assert!(access.allows("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!access.allows("127.0.0.1".parse().unwrap()));
-        let open = AdminAccess { allow: vec![], ..access };
+        let open = AdminAccess {
+            allow: vec![],
+            ..access
+        };
         assert!(open.allows("127.0.0.1".parse().unwrap()));
     }
 }

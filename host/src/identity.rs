@@ -40,7 +40,10 @@ impl Identity {
                 _ => return None,
             }
         }
-        is_iccid(&digits).then_some(Identity::Bcd { iccid: digits, raw: bytes })
+        is_iccid(&digits).then_some(Identity::Bcd {
+            iccid: digits,
+            raw: bytes,
+        })
     }
 
     pub fn iccid(&self) -> &str {

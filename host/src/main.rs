@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "psk-edge", version, about = "Edge server for cellular IoT: TLS 1.3 PSK-only SIM port, WebAssembly functions")]
+#[command(
+    name = "psk-edge",
+    version,
+    about = "Edge server for cellular IoT: TLS 1.3 PSK-only SIM port, WebAssembly functions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +30,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stdout)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");

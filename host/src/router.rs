@@ -105,7 +105,11 @@ impl RouteTable {
         let mut routes = Vec::new();
         for trigger in manifest.trigger.http {
             if !manifest.component.contains_key(&trigger.component) {
-                bail!("route {} names unknown component {}", trigger.route, trigger.component);
+                bail!(
+                    "route {} names unknown component {}",
+                    trigger.route,
+                    trigger.component
+                );
             }
             if trigger.ndjson_batch == Some(0) {
                 bail!("route {}: ndjson_batch must be at least 1", trigger.route);
@@ -113,7 +117,11 @@ impl RouteTable {
             routes.push(Route {
                 listener: trigger.listener,
                 segments: parse_route(&trigger.route)?,
-                methods: trigger.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                methods: trigger
+                    .methods
+                    .iter()
+                    .map(|m| m.to_ascii_uppercase())
+                    .collect(),
                 component: trigger.component,
                 ndjson_batch: trigger.ndjson_batch,
             });
@@ -148,7 +156,9 @@ fn parse_route(route: &str) -> anyhow::Result<Vec<Segment>> {
         .map(|seg| match seg.strip_prefix(':') {
             Some("") => bail!("route {route} has an unnamed parameter"),
             Some(name) => Ok(Segment::Param(name.to_owned())),
-            None if seg.contains("...") => bail!("route {route}: wildcard routes are not supported"),
+            None if seg.contains("...") => {
+                bail!("route {route}: wildcard routes are not supported")
+            }
             None => Ok(Segment::Exact(seg.to_owned())),
         })
         .collect()
@@ -191,12 +201,28 @@ mod tests {
             panic!("no route")
         };
         assert_eq!(m.route.component, "device-credentials");
-        assert!(matches!(t.lookup(Listener::Sim, "DELETE", "/v1/dev/d"), Lookup::MethodNotAllowed));
-        assert!(matches!(t.lookup(Listener::Sim, "POST", "/v3/sys/security/psk"), Lookup::NotFound));
-        assert!(matches!(t.lookup(Listener::Admin, "POST", "/v1/dev/d"), Lookup::NotFound));
-        assert!(matches!(t.lookup(Listener::Sim, "GET", "/v1/dev/"), Lookup::NotFound));
-        assert!(matches!(t.lookup(Listener::Sim, "GET", "/v1/dev/a/b"), Lookup::NotFound));
-        let Lookup::Found(m) = t.lookup(Listener::Admin, "POST", "/v3/sys/security/psk/bulk") else {
+        assert!(matches!(
+            t.lookup(Listener::Sim, "DELETE", "/v1/dev/d"),
+            Lookup::MethodNotAllowed
+        ));
+        assert!(matches!(
+            t.lookup(Listener::Sim, "POST", "/v3/sys/security/psk"),
+            Lookup::NotFound
+        ));
+        assert!(matches!(
+            t.lookup(Listener::Admin, "POST", "/v1/dev/d"),
+            Lookup::NotFound
+        ));
+        assert!(matches!(
+            t.lookup(Listener::Sim, "GET", "/v1/dev/"),
+            Lookup::NotFound
+        ));
+        assert!(matches!(
+            t.lookup(Listener::Sim, "GET", "/v1/dev/a/b"),
+            Lookup::NotFound
+        ));
+        let Lookup::Found(m) = t.lookup(Listener::Admin, "POST", "/v3/sys/security/psk/bulk")
+        else {
             panic!("no route")
         };
         assert_eq!(m.route.ndjson_batch, Some(1000));

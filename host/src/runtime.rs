@@ -6,21 +6,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::error::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::error::Context as _;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::capabilities::{self, CapabilityCtx, Caller, Platform};
+use crate::capabilities::{self, Caller, CapabilityCtx, Platform};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -39,7 +39,8 @@ pub struct CallLimits {
 pub struct RuntimeConfig {
     /// Instances that may run at once; requests beyond it wait for a slot.
     pub concurrency: u32,
-    /// Upper bound of any [`CallLimits::memory_bytes`]: the pool reserves this per slot.
+    /// Upper bound of any [`CallLimits::memory_bytes`]: the pool reserves this much
+    /// address space per slot (not memory), so it can be generous.
     pub max_memory_bytes: usize,
 }
 
@@ -181,13 +182,21 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) and pre-instantiates a component. Fails if
     /// it is not a wasi:http 0.3 handler or imports anything the host does not provide.
-    pub fn load(&mut self, id: &str, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<()> {
+    pub fn load(
+        &mut self,
+        id: &str,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> wasmtime::Result<()> {
         let component = self.compile(bytes, cache_dir)?;
         let pre = self
             .linker()?
             .instantiate_pre(&component)
-            .with_context(|| format!("component {id} imports something the host does not provide"))?;
-        let pre = ServicePre::new(pre).with_context(|| format!("component {id} is not a wasi:http/handler@0.3 service"))?;
+            .with_context(|| {
+                format!("component {id} imports something the host does not provide")
+            })?;
+        let pre = ServicePre::new(pre)
+            .with_context(|| format!("component {id} is not a wasi:http/handler@0.3 service"))?;
         self.components.insert(
             id.to_owned(),
             Loaded {
@@ -203,15 +212,23 @@ impl Runtime {
             return Component::new(&self.engine, bytes);
         };
         let mut engine_hash = DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
-        let name = format!("{}-{:016x}.cwasm", hex::encode(Sha256::digest(bytes)), engine_hash.finish());
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let name = format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(Sha256::digest(bytes)),
+            engine_hash.finish()
+        );
         let path = dir.join(name);
         if path.exists() {
             // SAFETY: the file was written by `serialize` below into the data directory,
             // which only this user can write; the name binds it to these bytes and this engine.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), "recompiling: cached component unusable: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "recompiling: cached component unusable: {e:#}")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)?;
@@ -239,7 +256,11 @@ impl Runtime {
             .get(id)
             .ok_or_else(|| InvokeError::NoComponent(id.to_owned()))?;
         // The pool has `concurrency` slots; waiting here beats failing an instantiation.
-        let _slot = self.slots.acquire().await.map_err(|e| InvokeError::Trap(e.into()))?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| InvokeError::Trap(e.into()))?;
         let state = RequestState {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder().build(),
@@ -257,7 +278,11 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        let ticks = limits
+            .deadline
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
 
@@ -265,10 +290,15 @@ impl Runtime {
         // alone cannot bound them; the wall clock does.
         let wall = limits.deadline * 4 + Duration::from_secs(1);
         let run = async {
-            let service = loaded.pre.instantiate_async(&mut store).await.map_err(InvokeError::Trap)?;
+            let service = loaded
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(InvokeError::Trap)?;
             let (parts, body) = request.into_parts();
             let request = http::Request::from_parts(parts, Full::new(body));
-            let (request, _io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
+            let (request, _io) =
+                wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
             store
                 .run_concurrent(async move |store| {
                     let response = match service.handle(store, request).await? {
@@ -293,7 +323,9 @@ impl Runtime {
                 .and_then(|r: wasmtime::Result<_>| r)
                 .map_err(classify_trap)?
         };
-        tokio::time::timeout(wall, run).await.map_err(|_| InvokeError::Deadline)?
+        tokio::time::timeout(wall, run)
+            .await
+            .map_err(|_| InvokeError::Deadline)?
     }
 }
 
@@ -349,9 +381,15 @@ mod tests {
     async fn functions_decide_through_scoped_capabilities() {
         let (runtime, _dir) = runtime().await;
         let psk: Vec<u8> = (64..80).collect();
-        let body = serde_json::json!({"identity": "42", "psk": psk, "accountId": "acc"}).to_string();
+        let body =
+            serde_json::json!({"identity": "42", "psk": psk, "accountId": "acc"}).to_string();
         let r = runtime
-            .invoke("admin-psk", Caller::Operator, request("POST", "/v3/sys/security/psk", &body), LIMITS)
+            .invoke(
+                "admin-psk",
+                Caller::Operator,
+                request("POST", "/v3/sys/security/psk", &body),
+                LIMITS,
+            )
             .await
             .unwrap();
         assert_eq!((r.status, &r.body[..]), (http::StatusCode::OK, &b"1"[..]));
@@ -363,24 +401,47 @@ mod tests {
             account_id: "acc".into(),
         });
         let r = runtime
-            .invoke("device-create", sim.clone(), request("POST", "/v1/dev/d1?iccid=42", ""), LIMITS)
+            .invoke(
+                "device-create",
+                sim.clone(),
+                request("POST", "/v1/dev/d1?iccid=42", ""),
+                LIMITS,
+            )
             .await
             .unwrap();
         assert_eq!(r.status, http::StatusCode::OK, "{:?}", r.body);
         let created: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         let r = runtime
-            .invoke("device-credentials", sim.clone(), request("GET", "/v1/dev/d1?iccid=42", ""), LIMITS)
+            .invoke(
+                "device-credentials",
+                sim.clone(),
+                request("GET", "/v1/dev/d1?iccid=42", ""),
+                LIMITS,
+            )
             .await
             .unwrap();
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(), created);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+            created
+        );
 
         // The registry is not there for the operator, and psk-admin not for a SIM.
         let err = runtime
-            .invoke("device-credentials", Caller::Operator, request("GET", "/v1/dev/d1?iccid=42", ""), LIMITS)
+            .invoke(
+                "device-credentials",
+                Caller::Operator,
+                request("GET", "/v1/dev/d1?iccid=42", ""),
+                LIMITS,
+            )
             .await;
         assert!(matches!(err, Err(InvokeError::Trap(_))), "{:?}", err.err());
         let r = runtime
-            .invoke("admin-psk", sim, request("POST", "/v3/sys/security/psk", &body), LIMITS)
+            .invoke(
+                "admin-psk",
+                sim,
+                request("POST", "/v3/sys/security/psk", &body),
+                LIMITS,
+            )
             .await;
         assert!(matches!(r, Err(InvokeError::Trap(_))));
     }

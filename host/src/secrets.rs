@@ -64,7 +64,13 @@ impl Sealer {
         let aad = [&self.key_id[..], context].concat();
         let ct = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| anyhow::anyhow!("encryption failed"))?;
         Ok([&self.key_id[..], &nonce[..], &ct].concat())
     }
@@ -75,7 +81,10 @@ impl Sealer {
         }
         let (key_id, rest) = sealed.split_at(KEY_ID_LEN);
         if key_id != self.key_id {
-            bail!("sealed under another master key (id {})", hex::encode(key_id));
+            bail!(
+                "sealed under another master key (id {})",
+                hex::encode(key_id)
+            );
         }
         let (nonce, ct) = rest.split_at(NONCE_LEN);
         let aad = [key_id, context].concat();
@@ -94,7 +103,10 @@ pub fn load_master_key(
     data_dir: &Path,
 ) -> anyhow::Result<(Zeroizing<[u8; 32]>, String)> {
     if let Some(hex_key) = env_hex {
-        return Ok((parse_key(hex_key).context("PSK_EDGE_MASTER_KEY")?, "PSK_EDGE_MASTER_KEY".into()));
+        return Ok((
+            parse_key(hex_key).context("PSK_EDGE_MASTER_KEY")?,
+            "PSK_EDGE_MASTER_KEY".into(),
+        ));
     }
     let (path, generate) = match key_file {
         Some(path) => (path.to_path_buf(), false),
@@ -104,7 +116,8 @@ pub fn load_master_key(
         let text = Zeroizing::new(
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
         );
-        let key = parse_key(text.trim()).with_context(|| format!("master key file {}", path.display()))?;
+        let key = parse_key(text.trim())
+            .with_context(|| format!("master key file {}", path.display()))?;
         return Ok((key, path.display().to_string()));
     }
     if !generate {
@@ -175,7 +188,9 @@ impl OperatorCredentials {
             let secret = Zeroizing::new(random_token(32)?);
             write_private(&path, &format!("{key}:{}\n", *secret))?;
         }
-        let text = Zeroizing::new(fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?);
+        let text = Zeroizing::new(
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        );
         let Some((key, secret)) = text.trim().split_once(':') else {
             bail!("{} must hold KEY:SECRET", path.display());
         };

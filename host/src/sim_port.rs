@@ -75,7 +75,11 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, tls: &wolfssl::Server, nod
     let live = node.psks.register(&iccid);
     // A change between the key lookup and the registration above closes the connection
     // just like a change after it would.
-    let Some(sim) = node.psks.sim(&iccid).filter(|sim| sim.revision <= revision_before) else {
+    let Some(sim) = node
+        .psks
+        .sim(&iccid)
+        .filter(|sim| sim.revision <= revision_before)
+    else {
         stream.shutdown().await;
         return;
     };
@@ -150,7 +154,10 @@ fn frame(buf: &[u8], limit: usize) -> Framed {
                     return Framed::Refused("chunked");
                 }
                 if h.name.eq_ignore_ascii_case("content-length") {
-                    match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()) {
+                    match std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                    {
                         Some(n) => content_length = n,
                         None => return Framed::Refused("bad_request"),
                     }
@@ -172,21 +179,27 @@ fn frame(buf: &[u8], limit: usize) -> Framed {
 }
 
 /// Returns the response bytes to send (None: send nothing) and whether the connection stays open.
-async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) -> (Option<Vec<u8>>, bool) {
+async fn handle(
+    raw: &[u8],
+    head_len: usize,
+    caller: &SimCaller,
+    node: &Node,
+) -> (Option<Vec<u8>>, bool) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // `frame` parsed these same bytes; a failure here would be a bug, answered like bad input.
     let (Ok(_), Some(method), Some(target)) = (req.parse(raw), req.method, req.path) else {
         return (Some(error_response("bad_request")), false);
     };
-    let close = req
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close"));
+    let close = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+    });
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     let matched = match node.routes.lookup(Listener::Sim, method, path) {
         Lookup::Found(matched) => matched,
-        Lookup::MethodNotAllowed | Lookup::NotFound => return (Some(error_response("no_route")), !close),
+        Lookup::MethodNotAllowed | Lookup::NotFound => {
+            return (Some(error_response("no_route")), !close);
+        }
     };
     let mut builder = http::Request::builder().method(method);
     let Ok(uri) = http::Uri::from_str(target) else {
@@ -197,14 +210,21 @@ async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) ->
         builder = builder.header(h.name, h.value);
     }
     for (name, value) in &matched.params {
-        builder = builder.header(format!("spin-path-match-{}", name.replace('_', "-")), *value);
+        builder = builder.header(
+            format!("spin-path-match-{}", name.replace('_', "-")),
+            *value,
+        );
     }
     let Ok(request) = builder.body(Bytes::copy_from_slice(&raw[head_len..])) else {
         return (Some(error_response("bad_request")), !close);
     };
     let component = &matched.route.component;
     let caller_for_fn = Caller::Sim(caller.clone());
-    let response = match node.runtime.invoke(component, caller_for_fn, request, node.sim_limits).await {
+    let response = match node
+        .runtime
+        .invoke(component, caller_for_fn, request, node.sim_limits)
+        .await
+    {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(iccid = caller.iccid, component, "function failed: {e}");
@@ -246,7 +266,11 @@ fn serialize(ok: bool, content_type: &str, body: &[u8]) -> Vec<u8> {
 
 /// The host's own 404s; short enough to fit any sane message limit.
 fn error_response(reason: &str) -> Vec<u8> {
-    serialize(false, "application/json", format!("{{\"err\":\"{reason}\"}}").as_bytes())
+    serialize(
+        false,
+        "application/json",
+        format!("{{\"err\":\"{reason}\"}}").as_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -257,12 +281,21 @@ mod tests {
     fn framing_respects_the_limit_and_content_length() {
         let req = b"POST /v1/dev/a?iccid=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
         assert!(matches!(frame(req, 250), Framed::Request { total, .. } if total == req.len()));
-        assert!(matches!(frame(&req[..req.len() - 1], 250), Framed::Incomplete));
+        assert!(matches!(
+            frame(&req[..req.len() - 1], 250),
+            Framed::Incomplete
+        ));
         assert!(matches!(frame(req, 40), Framed::Refused("too_large")));
         let big_body = b"POST / HTTP/1.1\r\nContent-Length: 500\r\n\r\n";
         assert!(matches!(frame(big_body, 250), Framed::Refused("too_large")));
-        assert!(matches!(frame(&[b'G'; 251], 250), Framed::Refused("bad_request") | Framed::Refused("too_large")));
-        assert!(matches!(frame(b"\x00\x01garbage\r\n\r\n", 250), Framed::Refused("bad_request")));
+        assert!(matches!(
+            frame(&[b'G'; 251], 250),
+            Framed::Refused("bad_request") | Framed::Refused("too_large")
+        ));
+        assert!(matches!(
+            frame(b"\x00\x01garbage\r\n\r\n", 250),
+            Framed::Refused("bad_request")
+        ));
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(frame(chunked, 250), Framed::Refused("chunked")));
     }
@@ -270,7 +303,10 @@ mod tests {
     #[test]
     fn responses_carry_only_type_and_length() {
         let r = serialize(true, "application/json", b"{}");
-        assert_eq!(r, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+        assert_eq!(
+            r,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
         assert!(error_response("no_route").starts_with(b"HTTP/1.1 404 Not Found\r\n"));
     }
 }

@@ -71,7 +71,10 @@ pub struct UpArgs {
     #[arg(long, value_enum, default_value_t = KexArg::Both)]
     pub psk_kex: KexArg,
     /// TLS 1.3 suites of the SIM port, in wolfSSL's names.
-    #[arg(long, default_value = "TLS13-AES128-CCM-SHA256:TLS13-AES128-GCM-SHA256")]
+    #[arg(
+        long,
+        default_value = "TLS13-AES128-CCM-SHA256:TLS13-AES128-GCM-SHA256"
+    )]
     pub ciphers: String,
     /// Largest message, request or response, between SIM and platform.
     #[arg(long, default_value_t = 250)]
@@ -115,9 +118,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = &args.data_dir;
     create_private_dir(data_dir)?;
 
-    let master_env = std::env::var("PSK_EDGE_MASTER_KEY").ok().map(Zeroizing::new);
-    let (master_key, key_source) =
-        secrets::load_master_key(master_env.as_deref().map(String::as_str), args.master_key_file.as_deref(), data_dir)?;
+    let master_env = std::env::var("PSK_EDGE_MASTER_KEY")
+        .ok()
+        .map(Zeroizing::new);
+    let (master_key, key_source) = secrets::load_master_key(
+        master_env.as_deref().map(String::as_str),
+        args.master_key_file.as_deref(),
+        data_dir,
+    )?;
     let sealer = Sealer::new(&master_key);
     drop(master_key);
 
@@ -131,25 +139,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let (operator, operator_file) = OperatorCredentials::load(
         std::env::var("PSK_EDGE_OPERATOR_KEY").ok(),
-        std::env::var("PSK_EDGE_OPERATOR_SECRET").ok().map(Zeroizing::new),
+        std::env::var("PSK_EDGE_OPERATOR_SECRET")
+            .ok()
+            .map(Zeroizing::new),
         data_dir,
     )?;
     let operator_key = operator.key.clone();
 
     let (cert_pem, key_pem, cert_path) = admin_certificate(&args, data_dir)?;
-    let admin_tls = admin_port::tls_acceptor(&cert_pem, &key_pem).context("admin port certificate")?;
+    let admin_tls =
+        admin_port::tls_acceptor(&cert_pem, &key_pem).context("admin port certificate")?;
 
     let (routes, manifest_name) = load_routes(args.manifest.as_deref())?;
     let memory_bytes = args.fn_memory_mib << 20;
     let mut runtime = Runtime::new(
         &RuntimeConfig {
             concurrency: args.fn_concurrency,
-            max_memory_bytes: memory_bytes,
+            // Per-call caps are enforced per store; the pool only needs room for the largest.
+            max_memory_bytes: memory_bytes.max(1 << 30),
         },
         platform.clone(),
     )
     .map_err(wasm_error)?;
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(|| data_dir.join("compiled"));
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("compiled"));
     for source in &routes.components {
         let bytes = component_bytes(&source.id, &source.path)?;
         runtime
@@ -207,8 +222,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    tasks.spawn(sim_port::serve(sim_listener, sim_tls, node.clone(), shutdown.clone(), tasks.clone()));
-    tasks.spawn(admin_port::serve(admin_listener, admin_tls, node.clone(), shutdown.clone(), tasks.clone()));
+    tasks.spawn(sim_port::serve(
+        sim_listener,
+        sim_tls,
+        node.clone(),
+        shutdown.clone(),
+        tasks.clone(),
+    ));
+    tasks.spawn(admin_port::serve(
+        admin_listener,
+        admin_tls,
+        node.clone(),
+        shutdown.clone(),
+        tasks.clone(),
+    ));
 
     print_banner(&Banner {
         data_dir,
@@ -234,7 +261,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!("stopping");
     shutdown.cancel();
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(3), tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(3), tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after 3 s; closing them");
     }
     node.platform.store.close().await;
@@ -278,7 +308,9 @@ async fn check_master_key(store: &Store, sealer: &Sealer, source: &str) -> anyho
         return Ok(());
     }
     let stored = store.meta("master_key_check").await?.unwrap_or_default();
-    let opens = hex::decode(&stored).ok().is_some_and(|sealed| sealer.open(CONTEXT, &sealed).is_ok());
+    let opens = hex::decode(&stored)
+        .ok()
+        .is_some_and(|sealed| sealer.open(CONTEXT, &sealed).is_ok());
     if !opens {
         bail!(
             "the master key from {source} is not the key this database was created with; \
@@ -302,33 +334,49 @@ async fn seed_demo(platform: &Platform) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn admin_certificate(args: &UpArgs, data_dir: &Path) -> anyhow::Result<(Vec<u8>, Zeroizing<Vec<u8>>, PathBuf)> {
+fn admin_certificate(
+    args: &UpArgs,
+    data_dir: &Path,
+) -> anyhow::Result<(Vec<u8>, Zeroizing<Vec<u8>>, PathBuf)> {
     if let (Some(cert), Some(key)) = (&args.admin_cert, &args.admin_key) {
-        let cert_pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        let key_pem = Zeroizing::new(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+        let cert_pem =
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let key_pem = Zeroizing::new(
+            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        );
         return Ok((cert_pem, key_pem, cert.clone()));
     }
     let cert_path = data_dir.join("admin-cert.pem");
     let key_path = data_dir.join("admin-key.pem");
     if !cert_path.exists() {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
         let certified = rcgen::generate_simple_self_signed(names)?;
         secrets::write_private(&key_path, &certified.signing_key.serialize_pem())?;
         std::fs::write(&cert_path, certified.cert.pem())?;
     }
     let cert_pem = std::fs::read(&cert_path)?;
-    let key_pem = Zeroizing::new(std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?);
+    let key_pem = Zeroizing::new(
+        std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?,
+    );
     Ok((cert_pem, key_pem, cert_path))
 }
 
 fn load_routes(manifest: Option<&Path>) -> anyhow::Result<(RouteTable, String)> {
     match manifest {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             let base = path.parent().unwrap_or(Path::new("."));
             Ok((RouteTable::parse(&text, base)?, path.display().to_string()))
         }
-        None => Ok((RouteTable::parse(components::DEFAULT_MANIFEST, Path::new("."))?, "built-in".into())),
+        None => Ok((
+            RouteTable::parse(components::DEFAULT_MANIFEST, Path::new("."))?,
+            "built-in".into(),
+        )),
     }
 }
 
@@ -342,7 +390,12 @@ fn component_bytes(id: &str, path: &Path) -> anyhow::Result<std::borrow::Cow<'st
     path.file_name()
         .and_then(|name| components::by_file_name(&name.to_string_lossy()))
         .map(|embedded| embedded.bytes.into())
-        .with_context(|| format!("component {id}: {} does not exist and is not built in", path.display()))
+        .with_context(|| {
+            format!(
+                "component {id}: {} does not exist and is not built in",
+                path.display()
+            )
+        })
 }
 
 struct Banner<'a> {
@@ -370,13 +423,19 @@ fn print_banner(b: &Banner) {
     println!("psk-edge");
     println!("  data directory  {}", b.data_dir.display());
     println!("  SIM port        {} (TLS 1.3 PSK-only)", b.sim_addr);
-    println!("  admin port      https://{} (certificate {})", b.admin_addr, b.cert_path.display());
+    println!(
+        "  admin port      https://{} (certificate {})",
+        b.admin_addr,
+        b.cert_path.display()
+    );
     println!("  operator key    {}", b.operator_key);
     println!("  operator secret {secret_hint}");
     if b.demo {
         let psk_hex = hex::encode(demo_psk());
         println!();
-        println!("Demo SIM {DEMO_ICCID} (account {DEMO_ACCOUNT}). Create a device and get its MQTT credentials:");
+        println!(
+            "Demo SIM {DEMO_ICCID} (account {DEMO_ACCOUNT}). Create a device and get its MQTT credentials:"
+        );
         println!(
             "  printf 'POST /v1/dev/dev-1?iccid={DEMO_ICCID} HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' | \\\n    openssl s_client -quiet -connect {sim_host}:{sim_port} -tls1_3 -psk_identity {DEMO_ICCID} -psk {psk_hex} -ciphersuites TLS_AES_128_CCM_SHA256"
         );

@@ -63,7 +63,12 @@ impl NodeBuilder {
         cmd.arg("up")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--sim-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "--sim-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--cache-dir")
             .arg(compile_cache())
             .args(&self.args)
@@ -102,7 +107,12 @@ impl NodeBuilder {
         }
         let ready = tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
             .await
-            .unwrap_or_else(|_| panic!("node not ready in time:\n{}", output.lock().unwrap().join("\n")))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node not ready in time:\n{}",
+                    output.lock().unwrap().join("\n")
+                )
+            })
             .unwrap_or_else(|| panic!("node exited:\n{}", output.lock().unwrap().join("\n")));
         let field = |name: &str| {
             ready
@@ -157,7 +167,8 @@ impl Node {
 
     /// `curl` against the admin port, trusting the node's own certificate.
     pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        self.admin_as(method, path, body, Some((OPERATOR_KEY, OPERATOR_SECRET))).await
+        self.admin_as(method, path, body, Some((OPERATOR_KEY, OPERATOR_SECRET)))
+            .await
     }
 
     pub async fn admin_as(
@@ -169,21 +180,39 @@ impl Node {
     ) -> (u16, String) {
         let port = self.admin.rsplit(':').next().unwrap();
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "60", "-X", method, "-w", "\n%{http_code}"])
-            .arg("--cacert")
-            .arg(self.data_dir.join("admin-cert.pem"))
-            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
-            .arg(format!("https://localhost:{port}{path}"));
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(self.data_dir.join("admin-cert.pem"))
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}{path}"));
         if let Some((k, s)) = auth {
             cmd.args(["-u", &format!("{k}:{s}")]);
         }
         if body.is_some() {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", "@-"]);
+            cmd.args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@-",
+            ]);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("curl");
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(body.unwrap_or("").as_bytes()).await.unwrap();
+        stdin
+            .write_all(body.unwrap_or("").as_bytes())
+            .await
+            .unwrap();
         drop(stdin);
         let out = child.wait_with_output().await.unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -192,8 +221,11 @@ impl Node {
     }
 
     pub async fn add_psk(&self, identity: &str, psk: &[u8], account: &str) -> String {
-        let body = serde_json::json!({"identity": identity, "psk": psk, "accountId": account}).to_string();
-        self.admin("POST", "/v3/sys/security/psk", Some(&body)).await.1
+        let body =
+            serde_json::json!({"identity": identity, "psk": psk, "accountId": account}).to_string();
+        self.admin("POST", "/v3/sys/security/psk", Some(&body))
+            .await
+            .1
     }
 }
 
@@ -213,11 +245,30 @@ pub struct ClientRun {
 }
 
 /// One `openssl s_client` connection sending `input`, then waiting for the server to close.
-pub async fn openssl(port: u16, identity: &str, psk_hex: &str, suite: &str, extra: &[&str], input: &str) -> ClientRun {
+pub async fn openssl(
+    port: u16,
+    identity: &str,
+    psk_hex: &str,
+    suite: &str,
+    extra: &[&str],
+    input: &str,
+) -> ClientRun {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-psk_identity", identity, "-psk", psk_hex, "-ciphersuites", suite])
-        .args(extra);
+    cmd.args([
+        "s_client",
+        "-quiet",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .args([
+        "-psk_identity",
+        identity,
+        "-psk",
+        psk_hex,
+        "-ciphersuites",
+        suite,
+    ])
+    .args(extra);
     if !extra.contains(&"-tls1_2") {
         cmd.arg("-tls1_3");
     }
@@ -227,13 +278,27 @@ pub async fn openssl(port: u16, identity: &str, psk_hex: &str, suite: &str, extr
 /// GnuTLS as the pure psk_ke client a SIM applet is: it sends close_notify right after its input.
 pub async fn gnutls(port: u16, identity: &str, psk_hex: &str, input: &str) -> ClientRun {
     let mut cmd = Command::new("gnutls-cli");
-    cmd.args(["--priority", "NORMAL:-VERS-ALL:+VERS-TLS1.3:+PSK:-ECDHE-PSK:-DHE-PSK"])
-        .args(["--pskusername", identity, "--pskkey", psk_hex, "-p", &port.to_string(), "127.0.0.1"]);
+    cmd.args([
+        "--priority",
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+PSK:-ECDHE-PSK:-DHE-PSK",
+    ])
+    .args([
+        "--pskusername",
+        identity,
+        "--pskkey",
+        psk_hex,
+        "-p",
+        &port.to_string(),
+        "127.0.0.1",
+    ]);
     run_client(cmd, input).await
 }
 
 async fn run_client(mut cmd: Command, input: &str) -> ClientRun {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn TLS client");
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(input.as_bytes()).await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::bindings::psk_edge::platform::psk_admin::{Change, Host};
-use super::{CapError, Caller, CapabilityCtx, Platform};
+use super::{Caller, CapError, CapabilityCtx, Platform};
 use crate::identity::{is_iccid, is_name};
 use crate::store::{PskWrite, StoreError};
 
@@ -35,7 +35,10 @@ impl PskChange {
 }
 
 impl Host for CapabilityCtx {
-    async fn apply(&mut self, changes: Vec<Change>) -> wasmtime::Result<Result<Vec<bool>, CapError>> {
+    async fn apply(
+        &mut self,
+        changes: Vec<Change>,
+    ) -> wasmtime::Result<Result<Vec<bool>, CapError>> {
         if !matches!(self.caller, Caller::Operator) {
             wasmtime::bail!("psk-admin is only available to the operator");
         }
@@ -70,10 +73,12 @@ impl Platform {
     pub async fn load_psk_cache(&self) -> anyhow::Result<usize> {
         let mut failed = 0usize;
         self.store
-            .for_each_psk(|row| match self.sealer.open(&psk_context(&row.iccid), &row.sealed_psk) {
-                Ok(key) => self.psks.insert(row.iccid, Arc::from(row.account_id), key),
-                Err(_) => failed += 1,
-            })
+            .for_each_psk(
+                |row| match self.sealer.open(&psk_context(&row.iccid), &row.sealed_psk) {
+                    Ok(key) => self.psks.insert(row.iccid, Arc::from(row.account_id), key),
+                    Err(_) => failed += 1,
+                },
+            )
             .await?;
         if failed > 0 {
             anyhow::bail!("{failed} stored PSKs do not open under this master key");
@@ -83,7 +88,10 @@ impl Platform {
 
     /// Applies the changes in one transaction, then to the cache (closing the live
     /// connections of every SIM whose key changed). Per change: whether it took effect.
-    pub async fn apply_psk_changes(&self, changes: Vec<PskChange>) -> Result<Vec<bool>, StoreError> {
+    pub async fn apply_psk_changes(
+        &self,
+        changes: Vec<PskChange>,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut writes = Vec::with_capacity(changes.len());
         for change in &changes {
             writes.push(match change {
@@ -99,7 +107,9 @@ impl Platform {
                         .seal(&psk_context(iccid), psk)
                         .map_err(|e| StoreError::Sealing(e.to_string()))?,
                 },
-                PskChange::Remove { iccid } => PskWrite::Remove { iccid: iccid.clone() },
+                PskChange::Remove { iccid } => PskWrite::Remove {
+                    iccid: iccid.clone(),
+                },
             });
         }
         let _order = self.psk_writes.lock().await;

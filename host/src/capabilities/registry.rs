@@ -23,7 +23,10 @@ impl Host for CapabilityCtx {
         })
     }
 
-    async fn create_device(&mut self, device_id: String) -> wasmtime::Result<Result<Credentials, CapError>> {
+    async fn create_device(
+        &mut self,
+        device_id: String,
+    ) -> wasmtime::Result<Result<Credentials, CapError>> {
         let sim = self.sim()?;
         if !is_name(&device_id) {
             return Ok(Err(CapError::Invalid));
@@ -31,7 +34,10 @@ impl Host for CapabilityCtx {
         Ok(self.platform.create_device(sim, &device_id).await)
     }
 
-    async fn device_credentials(&mut self, device_id: String) -> wasmtime::Result<Result<Credentials, CapError>> {
+    async fn device_credentials(
+        &mut self,
+        device_id: String,
+    ) -> wasmtime::Result<Result<Credentials, CapError>> {
         let sim = self.sim()?;
         if !is_name(&device_id) {
             return Ok(Err(CapError::Invalid));
@@ -45,12 +51,19 @@ fn password_context(account_id: &str, device_id: &str) -> Vec<u8> {
 }
 
 impl Platform {
-    async fn create_device(&self, sim: &SimCaller, device_id: &str) -> Result<Credentials, CapError> {
+    async fn create_device(
+        &self,
+        sim: &SimCaller,
+        device_id: &str,
+    ) -> Result<Credentials, CapError> {
         for _ in 0..CLASH_RETRIES {
             let creds = fresh_credentials().map_err(|e| unavailable(&e))?;
             let sealed = self
                 .sealer
-                .seal(&password_context(&sim.account_id, device_id), creds.password.as_bytes())
+                .seal(
+                    &password_context(&sim.account_id, device_id),
+                    creds.password.as_bytes(),
+                )
                 .map_err(|e| unavailable(&e))?;
             let device = NewDevice {
                 account_id: &sim.account_id,
@@ -62,7 +75,12 @@ impl Platform {
             };
             match self.store.create_device(&device).await {
                 Ok(()) => {
-                    tracing::info!(account = &*sim.account_id, device_id, iccid = sim.iccid, "device created");
+                    tracing::info!(
+                        account = &*sim.account_id,
+                        device_id,
+                        iccid = sim.iccid,
+                        "device created"
+                    );
                     return Ok(creds);
                 }
                 Err(CreateDeviceError::Exists) => return Err(CapError::Conflict),
@@ -74,7 +92,11 @@ impl Platform {
         Err(CapError::Unavailable)
     }
 
-    async fn device_credentials(&self, sim: &SimCaller, device_id: &str) -> Result<Credentials, CapError> {
+    async fn device_credentials(
+        &self,
+        sim: &SimCaller,
+        device_id: &str,
+    ) -> Result<Credentials, CapError> {
         let row = self
             .store
             .device(&sim.account_id, device_id)
@@ -86,7 +108,10 @@ impl Platform {
         }
         let password = self
             .sealer
-            .open(&password_context(&sim.account_id, device_id), &row.sealed_password)
+            .open(
+                &password_context(&sim.account_id, device_id),
+                &row.sealed_password,
+            )
             .map_err(|e| unavailable(&e))?;
         let password = String::from_utf8(password.to_vec()).map_err(|_| CapError::Unavailable)?;
         Ok(Credentials {

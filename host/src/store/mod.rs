@@ -102,11 +102,12 @@ impl Store {
     /// Sets `key` only if it has no value yet; returns whether this call set it, so
     /// one-time work (seeding, the key check) happens exactly once.
     pub async fn set_meta_once(&self, key: &str, value: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -120,7 +121,8 @@ impl Store {
 
     /// Every SIM, streamed into `each` so a million rows never sit in one Vec.
     pub async fn for_each_psk(&self, mut each: impl FnMut(PskRow)) -> Result<(), StoreError> {
-        let mut rows = sqlx::query("SELECT iccid, account_id, psk, revision FROM sims").fetch(&self.pool);
+        let mut rows =
+            sqlx::query("SELECT iccid, account_id, psk, revision FROM sims").fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
             each(PskRow {
                 iccid: row.try_get(0)?,
@@ -134,7 +136,10 @@ impl Store {
 
     /// Applies the writes in one transaction under one new revision. Per write:
     /// whether it took effect (removing an unknown identity does not).
-    pub async fn apply_psk_writes(&self, writes: &[PskWrite]) -> Result<(i64, Vec<bool>), StoreError> {
+    pub async fn apply_psk_writes(
+        &self,
+        writes: &[PskWrite],
+    ) -> Result<(i64, Vec<bool>), StoreError> {
         let mut tx = self.pool.begin().await?;
         let revision: i64 = sqlx::query_scalar(
             "INSERT INTO meta (key, value) VALUES ('psk_revision', '1')
@@ -183,7 +188,11 @@ impl Store {
         Ok((revision, applied))
     }
 
-    pub async fn device(&self, account_id: &str, device_id: &str) -> Result<Option<DeviceRow>, StoreError> {
+    pub async fn device(
+        &self,
+        account_id: &str,
+        device_id: &str,
+    ) -> Result<Option<DeviceRow>, StoreError> {
         let row = sqlx::query(
             "SELECT iccid, client_id, username, password FROM devices WHERE account_id = ? AND device_id = ?",
         )
@@ -284,8 +293,16 @@ mod tests {
         let (store, _dir) = temp_store().await;
         store
             .apply_psk_writes(&[
-                PskWrite::Upsert { iccid: "1".into(), account_id: "a".into(), sealed_psk: vec![1] },
-                PskWrite::Upsert { iccid: "2".into(), account_id: "b".into(), sealed_psk: vec![1] },
+                PskWrite::Upsert {
+                    iccid: "1".into(),
+                    account_id: "a".into(),
+                    sealed_psk: vec![1],
+                },
+                PskWrite::Upsert {
+                    iccid: "2".into(),
+                    account_id: "b".into(),
+                    sealed_psk: vec![1],
+                },
             ])
             .await
             .unwrap();
@@ -298,10 +315,19 @@ mod tests {
             sealed_password: b"x",
         };
         store.create_device(&dev("a", "c1", "u1")).await.unwrap();
-        assert!(matches!(store.create_device(&dev("a", "c2", "u2")).await, Err(CreateDeviceError::Exists)));
-        assert!(matches!(store.create_device(&dev("b", "c1", "u3")).await, Err(CreateDeviceError::NameClash)));
+        assert!(matches!(
+            store.create_device(&dev("a", "c2", "u2")).await,
+            Err(CreateDeviceError::Exists)
+        ));
+        assert!(matches!(
+            store.create_device(&dev("b", "c1", "u3")).await,
+            Err(CreateDeviceError::NameClash)
+        ));
         store.create_device(&dev("b", "c3", "u3")).await.unwrap();
-        assert_eq!(store.device("a", "d").await.unwrap().unwrap().client_id, "c1");
+        assert_eq!(
+            store.device("a", "d").await.unwrap().unwrap().client_id,
+            "c1"
+        );
         assert!(store.device("c", "d").await.unwrap().is_none());
     }
 }

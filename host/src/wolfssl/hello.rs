@@ -19,8 +19,11 @@ pub(super) enum Scan {
     /// The ClientHello is not complete yet: read more from the socket.
     NeedMore,
     /// The identities offered in the `pre_shared_key` extension, in order; empty when
-    /// the bytes are not a parseable ClientHello with that extension (wolfSSL decides).
+    /// the bytes are not a parseable ClientHello (wolfSSL decides).
     Done(Vec<Vec<u8>>),
+    /// A well-formed ClientHello that offers no PSK: this server has nothing else to
+    /// offer. wolfSSL would answer with a ServerHello and then stop without an alert.
+    NoPsk,
 }
 
 /// Looks at the bytes received so far (the start of the connection).
@@ -54,22 +57,42 @@ pub(super) fn scan(received: &[u8]) -> Scan {
         }
         let body_len = u32::from_be_bytes([0, handshake[1], handshake[2], handshake[3]]) as usize;
         if handshake.len() >= 4 + body_len {
-            return Scan::Done(identities(&handshake[..4 + body_len]).unwrap_or_default());
+            return match identities(&handshake[..4 + body_len]) {
+                Offered::Identities(identities) => Scan::Done(identities),
+                Offered::NoPsk => Scan::NoPsk,
+                Offered::Unparseable => Scan::Done(Vec::new()),
+            };
         }
     }
 }
 
-fn identities(message: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let (_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello))) =
-        parse_tls_message_handshake(message).ok()?
+enum Offered {
+    Identities(Vec<Vec<u8>>),
+    NoPsk,
+    Unparseable,
+}
+
+fn identities(message: &[u8]) -> Offered {
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
+        parse_tls_message_handshake(message)
     else {
-        return None;
+        return Offered::Unparseable;
     };
-    let (_, extensions) = parse_tls_client_hello_extensions(hello.ext?).ok()?;
-    extensions.iter().find_map(|extension| match extension {
-        TlsExtension::PreSharedKey(data) => parse_psk_identities(data),
+    let Some(ext) = hello.ext else {
+        return Offered::NoPsk;
+    };
+    let Ok((_, extensions)) = parse_tls_client_hello_extensions(ext) else {
+        return Offered::Unparseable;
+    };
+    let psk = extensions.iter().find_map(|extension| match extension {
+        TlsExtension::PreSharedKey(data) => Some(*data),
         _ => None,
-    })
+    });
+    match psk.map(parse_psk_identities) {
+        None => Offered::NoPsk,
+        Some(Some(identities)) => Offered::Identities(identities),
+        Some(None) => Offered::Unparseable,
+    }
 }
 
 /// RFC 8446 §4.2.11: `identities<7..2^16-1>` of `{ identity<1..2^16-1>, u32 age }`,
@@ -98,6 +121,10 @@ mod tests {
 
     /// A ClientHello carrying `identities`, as one handshake message (no record header).
     fn client_hello(identities: &[&[u8]]) -> Vec<u8> {
+        hello_with(identities, true)
+    }
+
+    fn hello_with(identities: &[&[u8]], with_psk: bool) -> Vec<u8> {
         let mut ids = Vec::new();
         for id in identities {
             ids.extend_from_slice(&(id.len() as u16).to_be_bytes());
@@ -109,9 +136,12 @@ mod tests {
         psk.extend_from_slice(&[0, 33, 32]);
         psk.extend_from_slice(&[0xbb; 32]);
 
-        let mut ext = vec![0, 43, 0, 3, 2, 3, 4, 0, 45, 0, 2, 1, 0, 0, 41];
-        ext.extend_from_slice(&(psk.len() as u16).to_be_bytes());
-        ext.extend_from_slice(&psk);
+        let mut ext = vec![0, 43, 0, 3, 2, 3, 4, 0, 45, 0, 2, 1, 0];
+        if with_psk {
+            ext.extend_from_slice(&[0, 41]);
+            ext.extend_from_slice(&(psk.len() as u16).to_be_bytes());
+            ext.extend_from_slice(&psk);
+        }
 
         let mut body = vec![3, 3];
         body.extend_from_slice(&[0xaa; 32]);
@@ -164,6 +194,11 @@ mod tests {
         let mut not_hello = client_hello(&[BCD]);
         not_hello[0] = 2;
         assert_eq!(scan(&records(&not_hello, 100)), Scan::Done(vec![]));
+    }
+
+    #[test]
+    fn a_hello_without_psk_is_told_apart() {
+        assert_eq!(scan(&records(&hello_with(&[], false), 100)), Scan::NoPsk);
     }
 
     #[test]

@@ -156,6 +156,10 @@ impl Server {
     }
 }
 
+/// A plaintext fatal `handshake_failure` alert record (RFC 8446 §6): nothing was
+/// negotiated yet, so it goes out unencrypted.
+const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 40];
+
 fn handshake_error(code: c_int) -> TlsError {
     TlsError::Handshake {
         code,
@@ -280,6 +284,14 @@ impl Session {
                 Scan::Done(identities) => {
                     io.offered = identities;
                     return Ok(());
+                }
+                Scan::NoPsk => {
+                    io.output.extend_from_slice(&HANDSHAKE_FAILURE_ALERT);
+                    self.flush().await?;
+                    return Err(TlsError::Handshake {
+                        code: 0,
+                        reason: "the client offered no PSK".into(),
+                    });
                 }
                 Scan::NeedMore if io.eof => return Ok(()),
                 Scan::NeedMore => self.fill().await?,
