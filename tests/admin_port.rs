@@ -64,11 +64,7 @@ async fn authentication_and_health() {
 #[tokio::test]
 async fn allow_list_guards_sys_routes() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeBuilder::new(dir.path())
-        .arg("--admin-allow")
-        .arg("10.0.0.0/8")
-        .start()
-        .await;
+    let node = start_with(dir.path(), &["--admin-allow", "10.0.0.0/8"]).await;
     let (code, _) = node
         .admin(
             "DELETE",

@@ -14,30 +14,14 @@ async fn data_survives_a_restart_and_sigterm_stops_quickly() {
         node.add_psk("777000000000001", &[9u8; 20], "keep").await,
         "1"
     );
-    let run = openssl(
-        node.sim_port(),
-        DEMO_ICCID,
-        DEMO_PSK_HEX,
-        CCM,
-        &[],
-        &closing(&post("keep-1", DEMO_ICCID)),
-    )
-    .await;
+    let run = demo(&node, CCM, &closing(&post("keep-1", DEMO_ICCID))).await;
     let before = creds(&responses(&run.stdout)[0].1);
     let (took, status) = node.stop().await;
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
 
     let node = NodeBuilder::new(dir.path()).start().await;
-    let run = openssl(
-        node.sim_port(),
-        DEMO_ICCID,
-        DEMO_PSK_HEX,
-        GCM,
-        &[],
-        &closing(&get("keep-1", DEMO_ICCID)),
-    )
-    .await;
+    let run = demo(&node, GCM, &closing(&get("keep-1", DEMO_ICCID))).await;
     assert_eq!(creds(&responses(&run.stdout)[0].1), before);
     let run = openssl(
         node.sim_port(),

@@ -52,15 +52,7 @@ async fn openssl_creates_and_fetches_with_both_suites_and_both_kex_offers() {
         }
     }
     // Only Content-Type and Content-Length ride along.
-    let run = openssl(
-        node.sim_port(),
-        DEMO_ICCID,
-        DEMO_PSK_HEX,
-        CCM,
-        &[],
-        &closing(&get("dev-1", DEMO_ICCID)),
-    )
-    .await;
+    let run = demo(&node, CCM, &closing(&get("dev-1", DEMO_ICCID))).await;
     let head = run.stdout.split("\r\n\r\n").next().unwrap();
     let names: Vec<&str> = head
         .lines()
@@ -159,11 +151,7 @@ async fn tls12_and_certificate_clients_get_an_alert_not_a_hang() {
 #[tokio::test]
 async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeBuilder::new(dir.path())
-        .arg("--handshake-timeout-ms")
-        .arg("300")
-        .start()
-        .await;
+    let node = start_with(dir.path(), &["--handshake-timeout-ms", "300"]).await;
     let mut tcp = tokio::net::TcpStream::connect(&node.sim).await.unwrap();
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(
@@ -258,19 +246,8 @@ async fn bcd_identity_with_zero_bytes_maps_to_its_iccid() {
 async fn the_message_limit_holds_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     // Credentials answers are ~160 bytes: a 150-byte limit makes them oversized.
-    let node = NodeBuilder::new(dir.path())
-        .arg("--message-limit")
-        .arg("150")
-        .start()
-        .await;
-    let mut s = wolf(
-        &node,
-        DEMO_ICCID.as_bytes(),
-        &support_psk(),
-        KeyExchange::Both,
-    )
-    .await
-    .unwrap();
+    let node = start_with(dir.path(), &["--message-limit", "150"]).await;
+    let mut s = demo_wolf(&node).await;
     let dropped = exchange(&mut s, &post("lim-1", DEMO_ICCID)).await;
     assert!(dropped.is_empty(), "oversized answer was sent: {dropped:?}");
     let warning = node
@@ -282,14 +259,7 @@ async fn the_message_limit_holds_both_ways() {
     );
 
     let (node, _dir2) = self::node().await;
-    let mut s = wolf(
-        &node,
-        DEMO_ICCID.as_bytes(),
-        &support_psk(),
-        KeyExchange::Both,
-    )
-    .await
-    .unwrap();
+    let mut s = demo_wolf(&node).await;
     let padded = format!(
         "POST /v1/dev/d?iccid={DEMO_ICCID} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nContent-Length: 0\r\n\r\n",
         "p".repeat(200)
@@ -302,8 +272,12 @@ async fn the_message_limit_holds_both_ways() {
     assert_eq!(s.read(&mut buf).await.unwrap_or(0), 0);
 }
 
-fn support_psk() -> Vec<u8> {
-    hex::decode(DEMO_PSK_HEX).unwrap()
+/// The demo SIM over the wolfSSL-side test client.
+async fn demo_wolf(node: &Node) -> wolfssl::TlsStream {
+    let psk = hex::decode(DEMO_PSK_HEX).unwrap();
+    wolf(node, DEMO_ICCID.as_bytes(), &psk, KeyExchange::Both)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -312,14 +286,7 @@ async fn sims_act_only_for_themselves() {
     let other = "111111111111111";
     let other_key = vec![7u8; 16];
     assert_eq!(node.add_psk(other, &other_key, "demo").await, "1");
-    let mut demo = wolf(
-        &node,
-        DEMO_ICCID.as_bytes(),
-        &support_psk(),
-        KeyExchange::Both,
-    )
-    .await
-    .unwrap();
+    let mut demo = demo_wolf(&node).await;
     let mut sim2 = wolf(&node, other.as_bytes(), &other_key, KeyExchange::Both)
         .await
         .unwrap();
@@ -366,20 +333,8 @@ async fn sims_act_only_for_themselves() {
 async fn a_function_over_its_memory_cap_is_a_404_and_a_log_line_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     // A Rust component starts with more than 1 MiB of linear memory: every call fails.
-    let node = NodeBuilder::new(dir.path())
-        .arg("--fn-memory-mib")
-        .arg("1")
-        .start()
-        .await;
-    let run = openssl(
-        node.sim_port(),
-        DEMO_ICCID,
-        DEMO_PSK_HEX,
-        CCM,
-        &[],
-        &closing(&post("m-1", DEMO_ICCID)),
-    )
-    .await;
+    let node = start_with(dir.path(), &["--fn-memory-mib", "1"]).await;
+    let run = demo(&node, CCM, &closing(&post("m-1", DEMO_ICCID))).await;
     let answers = responses(&run.stdout);
     assert_eq!(
         answers,

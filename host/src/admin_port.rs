@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capabilities::Caller;
-use crate::node::Node;
+use crate::node::{Node, accept_loop};
 use crate::router::{Listener, Lookup};
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -35,38 +35,45 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("admin port accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+    accept_loop(
+        "admin",
+        listener,
+        shutdown.clone(),
+        tasks,
+        move |tcp, peer| {
+            let (tls, node, shutdown) = (tls.clone(), node.clone(), shutdown.clone());
+            async move {
+                let stream =
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!(%peer, "admin handshake failed: {e}"),
+                        Err(_) => return tracing::debug!(%peer, "admin handshake timed out"),
+                    };
+                let service = hyper::service::service_fn(move |req| {
+                    let node = node.clone();
+                    async move { Ok::<_, Infallible>(handle(&node, peer, req).await) }
+                });
+                let builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = shutdown.cancelled() => {
+                        // Let a request in flight finish; `up` bounds the wait.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "admin connection: {e}");
                 }
-            },
-        };
-        let (tls, node, shutdown) = (tls.clone(), node.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let stream = match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(%peer, "admin handshake failed: {e}"),
-                Err(_) => return tracing::debug!(%peer, "admin handshake timed out"),
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let node = node.clone();
-                async move { Ok::<_, Infallible>(handle(&node, peer, req).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => if let Err(e) = result { tracing::debug!(%peer, "admin connection: {e}") },
-                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
             }
-        });
-    }
+        },
+    )
+    .await;
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -1,6 +1,12 @@
 //! One running node: everything a request needs, shared by both listeners.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin_port::AdminAccess;
 use crate::capabilities::Platform;
@@ -18,4 +24,32 @@ pub struct Node {
     pub sim_limits: CallLimits,
     pub admin_limits: CallLimits,
     pub admin: AdminAccess,
+}
+
+/// Accepts connections until `shutdown` is cancelled, each served by its own tracked task.
+pub async fn accept_loop<F, Fut>(
+    port: &'static str,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tasks.spawn(serve(tcp, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("{port} port accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::capabilities::{Caller, SimCaller};
 use crate::identity::Identity;
-use crate::node::Node;
+use crate::node::{Node, accept_loop};
 use crate::router::{Listener, Lookup};
 use crate::wolfssl::{self, TlsStream};
 
@@ -34,27 +34,22 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("sim port accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    accept_loop(
+        "sim",
+        listener,
+        shutdown.clone(),
+        tasks,
+        move |tcp, peer| {
+            let (tls, node, shutdown) = (tls.clone(), node.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = connection(tcp, peer, &tls, &node) => {}
                 }
-            },
-        };
-        let (tls, node, shutdown) = (tls.clone(), node.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = connection(tcp, peer, &tls, &node) => {}
             }
-        });
-    }
+        },
+    )
+    .await;
 }
 
 async fn connection(tcp: TcpStream, peer: SocketAddr, tls: &wolfssl::Server, node: &Node) {

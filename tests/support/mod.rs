@@ -131,6 +131,19 @@ impl NodeBuilder {
     }
 }
 
+/// A node on a fresh data directory with extra `up` arguments.
+pub async fn start_with(dir: &Path, args: &[&str]) -> Node {
+    args.iter()
+        .fold(NodeBuilder::new(dir), |b, a| b.arg(a))
+        .start()
+        .await
+}
+
+/// The demo SIM talking through `openssl s_client`.
+pub async fn demo(node: &Node, suite: &str, input: &str) -> ClientRun {
+    openssl(node.sim_port(), DEMO_ICCID, DEMO_PSK_HEX, suite, &[], input).await
+}
+
 impl Node {
     pub fn sim_port(&self) -> u16 {
         self.sim.rsplit(':').next().unwrap().parse().unwrap()
