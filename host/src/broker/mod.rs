@@ -8,12 +8,16 @@
 //! millions, so callers only see the [`Broker`] trait and a scalable auth path can
 //! replace it later.
 
+mod dynsec;
+
 use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use zeroize::Zeroizing;
+
+pub use dynsec::DynSec;
 
 /// The topic a device publishes its data on.
 pub fn sensor_topic(account: &str, device: &str) -> String {
@@ -253,6 +257,13 @@ impl FromStr for BrokerUrl {
             password,
         })
     }
+}
+
+/// Hex of fresh random bytes from the OS.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
+    let mut buf = Zeroizing::new(vec![0u8; bytes]);
+    getrandom::fill(&mut buf)?;
+    Ok(hex::encode(&*buf))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
