@@ -9,6 +9,7 @@
 //! replace it later.
 
 mod dynsec;
+mod managed;
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use futures_util::future::BoxFuture;
 use zeroize::Zeroizing;
 
 pub use dynsec::DynSec;
+pub use managed::ManagedMosquitto;
 
 /// The topic a device publishes its data on.
 pub fn sensor_topic(account: &str, device: &str) -> String {
