@@ -218,6 +218,19 @@ impl DynSec {
         self.inner.shared.lock().ready
     }
 
+    /// Sends raw dynsec commands and returns the plugin's responses, in order.
+    #[cfg(test)]
+    pub(crate) async fn raw_commands(
+        &self,
+        commands: Vec<Value>,
+    ) -> Result<Vec<Value>, BrokerError> {
+        let responses = self.inner.command(commands, false).await?;
+        Ok(responses
+            .into_iter()
+            .map(|r| json!({"command": r.command, "error": r.error, "data": r.data}))
+            .collect())
+    }
+
     /// What the broker holds under this username: the client (ours or not) and its role.
     async fn existing(
         &self,

@@ -10,6 +10,8 @@
 
 mod dynsec;
 mod managed;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::str::FromStr;
