@@ -759,3 +759,112 @@ async fn broker_state_is_writable_by_the_user_it_runs_as() {
         broker.stop().await;
     }
 }
+
+/// Writes `count` devices straight into a stopped broker's dynsec.json, shaped as
+/// `provision` makes them (sharing the admin's password hash: only the size matters).
+fn seed_devices(dynsec_file: &std::path::Path, count: usize) {
+    use serde_json::{Value, json};
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dynsec_file).unwrap()).unwrap();
+    let admin = config["clients"][0].clone();
+    let clients = config["clients"].as_array_mut().unwrap();
+    let mut roles = Vec::with_capacity(count);
+    for i in 0..count {
+        let d = device("seed", &format!("d{i}"), "unused");
+        let role = format!("psk-edge:{}", d.username);
+        clients.push(json!({
+            "username": d.username, "clientid": d.client_id, "textname": "psk-edge device",
+            "password": admin["password"], "salt": admin["salt"], "iterations": admin["iterations"],
+            "roles": [{"rolename": role}],
+        }));
+        let mut acls =
+            vec![json!({"acltype": "publishClientSend", "topic": d.publish[0], "allow": true})];
+        for topic in &d.subscribe {
+            acls.push(json!({"acltype": "subscribeLiteral", "topic": topic, "allow": true}));
+            acls.push(json!({"acltype": "publishClientReceive", "topic": topic, "allow": true}));
+        }
+        roles.push(json!({"rolename": role, "acls": acls}));
+    }
+    config["roles"].as_array_mut().unwrap().extend(roles);
+    std::fs::write(dynsec_file, serde_json::to_vec(&config).unwrap()).unwrap();
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Prints how provisioning and listing scale with the number of devices the plugin
+/// holds (it rewrites its whole file on every change). Run with
+/// `cargo test --release --lib broker::tests::measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, takes a minute"]
+async fn measure_provisioning_at_scale() {
+    if mosquitto_missing() {
+        return;
+    }
+    init_tracing();
+    const NEW: usize = 100;
+    for total in [1_000, 10_000] {
+        let tmp = tempfile::tempdir().unwrap();
+        let broker = ManagedMosquitto::start(tmp.path()).await.unwrap();
+        let dynsec = DynSec::connect(&broker.url());
+        assert!(dynsec.wait_connected(Duration::from_secs(10)).await);
+        broker.stop().await;
+        let file = tmp.path().join("state/dynsec.json");
+        seed_devices(&file, total - NEW);
+
+        let started = Instant::now();
+        let broker = ManagedMosquitto::start(tmp.path()).await.unwrap();
+        let load = started.elapsed();
+        assert!(dynsec.wait_connected(Duration::from_secs(30)).await);
+
+        let mut times = Vec::with_capacity(NEW);
+        let mut devices = Vec::with_capacity(NEW);
+        for i in 0..NEW {
+            let d = device("new", &format!("d{i}"), "pw");
+            let started = Instant::now();
+            dynsec.provision(&d).await.unwrap();
+            times.push(started.elapsed());
+            devices.push(d);
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / NEW as u32;
+
+        let mut updates = Duration::ZERO;
+        for d in devices.iter_mut().take(20) {
+            d.password = Zeroizing::new("rotated".into());
+            let started = Instant::now();
+            dynsec.provision(d).await.unwrap();
+            updates += started.elapsed();
+        }
+
+        let started = Instant::now();
+        let managed = dynsec.managed_clients().await.unwrap();
+        let list = started.elapsed();
+        assert_eq!(managed.len(), total);
+        let started = Instant::now();
+        let verbose = dynsec
+            .raw_commands(vec![
+                serde_json::json!({"command": "listClients", "verbose": true, "count": -1}),
+            ])
+            .await
+            .unwrap();
+        let verbose_list = started.elapsed();
+        assert!(verbose[0]["error"].is_null());
+
+        let size = std::fs::metadata(&file).unwrap().len();
+        println!(
+            "{total} devices (dynsec.json {:.1} MB, broker start {}): provision new mean {} / median {} / max {}; \
+             update (password rotation) mean {}; managed_clients {}; verbose listClients {}",
+            size as f64 / 1e6,
+            millis(load),
+            millis(mean),
+            millis(times[NEW / 2]),
+            millis(times[NEW - 1]),
+            millis(updates / 20),
+            millis(list),
+            millis(verbose_list),
+        );
+        broker.stop().await;
+    }
+}
