@@ -1,6 +1,7 @@
 //! psk-edge: the native host that terminates the SIM and admin ports and runs WebAssembly functions.
 
 pub mod admin_port;
+pub mod broker;
 pub mod capabilities;
 pub mod components;
 pub mod identity;
