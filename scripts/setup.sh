@@ -6,7 +6,7 @@
 # everything is present.
 set -euo pipefail
 
-packages=(autoconf automake libtool libclang-dev pkg-config make gcc openssl gnutls-bin curl ca-certificates)
+packages=(autoconf automake libtool libclang-dev pkg-config make gcc openssl gnutls-bin curl ca-certificates mosquitto)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -119,7 +119,13 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     if let Some(batch) = matched.route.ndjson_batch {
         return ndjson(node, component, req, batch);
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    for (name, value) in &matched.params {
+        let name = format!("spin-path-match-{}", name.replace('_', "-"));
+        if let (Ok(name), Ok(value)) = (header::HeaderName::try_from(name), header::HeaderValue::from_str(value)) {
+            parts.headers.insert(name, value);
+        }
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
@@ -135,6 +141,7 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
         .await
     {
         Ok(response) => {
+            node.platform.commit(response.effects).await;
             let mut out = Response::new(Full::new(response.body).boxed());
             *out.status_mut() = response.status;
             if let Some(content_type) = response.content_type {

@@ -1,11 +1,14 @@
 //! psk-edge: the native host that terminates the SIM and admin ports and runs WebAssembly functions.
 
+pub mod admin_client;
 pub mod admin_port;
 pub mod broker;
 pub mod capabilities;
+pub mod commands;
 pub mod components;
 pub mod identity;
 pub mod node;
+pub mod provisioning;
 pub mod psk_cache;
 pub mod router;
 pub mod runtime;

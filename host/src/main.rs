@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Run a node: SIM port, admin port and functions, on an embedded SQLite store.
     Up(Box<psk_edge::up::UpArgs>),
+    /// Act on a device through a running node's admin API.
+    #[command(subcommand)]
+    Device(psk_edge::commands::DeviceCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => psk_edge::up::run(*args).await,
+            Command::Device(command) => psk_edge::commands::device(command).await,
         }
     });
     match result {

@@ -20,7 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::capabilities::{self, Caller, CapabilityCtx, Platform};
+use crate::capabilities::{self, Caller, CapabilityCtx, Effect, Platform};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -129,6 +129,8 @@ pub struct FnResponse {
     pub status: http::StatusCode,
     pub content_type: Option<http::HeaderValue>,
     pub body: Bytes,
+    /// To commit once the answer reached the caller, or drop when it is not sent.
+    pub effects: Vec<Effect>,
 }
 
 impl Runtime {
@@ -274,6 +276,7 @@ impl Runtime {
                 caller,
                 platform: self.platform.clone(),
                 component: loaded.id.clone(),
+                effects: Vec::new(),
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -312,6 +315,7 @@ impl Runtime {
                             content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
                             status: parts.status,
                             body: body.to_bytes(),
+                            effects: Vec::new(),
                         })),
                         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                             Ok(Err(InvokeError::ResponseTooLarge(limits.max_response)))
@@ -354,7 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
         let psks = Arc::new(PskCache::new().unwrap());
-        let platform = Arc::new(Platform::new(store, Sealer::new(&[1; 32]), psks));
+        let platform = Arc::new(Platform::new(store, Sealer::new(&[1; 32]), psks, None));
         let mut runtime = Runtime::new(
             &RuntimeConfig {
                 concurrency: 4,

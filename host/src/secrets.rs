@@ -39,6 +39,7 @@ pub fn random_token(len: usize) -> anyhow::Result<String> {
 
 /// AES-256-GCM under the master key. Every ciphertext carries the key's id, so a
 /// later key rotation can tell old from new, and is bound to its row by `context`.
+#[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
     key_id: [u8; KEY_ID_LEN],

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::capabilities::{Caller, SimCaller};
+use crate::capabilities::{Caller, Effect, SimCaller};
 use crate::identity::Identity;
 use crate::node::{Node, accept_loop};
 use crate::router::{Listener, Lookup};
@@ -108,10 +108,11 @@ async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
             Framed::Request { head_len, total } => {
                 let raw: Vec<u8> = buf.drain(..total).collect();
                 let (response, keep_open) = handle(&raw, head_len, caller, node).await;
-                if let Some(response) = response
-                    && stream.write_all(&response).await.is_err()
-                {
-                    return;
+                if let Some((bytes, effects)) = response {
+                    if stream.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                    node.platform.commit(effects).await;
                 }
                 if !keep_open {
                     return;
@@ -173,18 +174,16 @@ fn frame(buf: &[u8], limit: usize) -> Framed {
     }
 }
 
-/// Returns the response bytes to send (None: send nothing) and whether the connection stays open.
-async fn handle(
-    raw: &[u8],
-    head_len: usize,
-    caller: &SimCaller,
-    node: &Node,
-) -> (Option<Vec<u8>>, bool) {
+/// What to send (None: nothing) with what it commits once sent.
+type Answer = Option<(Vec<u8>, Vec<Effect>)>;
+
+/// Returns the response to send and whether the connection stays open.
+async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) -> (Answer, bool) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // `frame` parsed these same bytes; a failure here would be a bug, answered like bad input.
     let (Ok(_), Some(method), Some(target)) = (req.parse(raw), req.method, req.path) else {
-        return (Some(error_response("bad_request")), false);
+        return (refusal("bad_request"), false);
     };
     let close = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
@@ -193,12 +192,12 @@ async fn handle(
     let matched = match node.routes.lookup(Listener::Sim, method, path) {
         Lookup::Found(matched) => matched,
         Lookup::MethodNotAllowed | Lookup::NotFound => {
-            return (Some(error_response("no_route")), !close);
+            return (refusal("no_route"), !close);
         }
     };
     let mut builder = http::Request::builder().method(method);
     let Ok(uri) = http::Uri::from_str(target) else {
-        return (Some(error_response("bad_request")), !close);
+        return (refusal("bad_request"), !close);
     };
     builder = builder.uri(uri);
     for h in req.headers.iter() {
@@ -211,7 +210,7 @@ async fn handle(
         );
     }
     let Ok(request) = builder.body(Bytes::copy_from_slice(&raw[head_len..])) else {
-        return (Some(error_response("bad_request")), !close);
+        return (refusal("bad_request"), !close);
     };
     let component = &matched.route.component;
     let caller_for_fn = Caller::Sim(caller.clone());
@@ -223,7 +222,7 @@ async fn handle(
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(iccid = caller.iccid, component, "function failed: {e}");
-            return (Some(error_response("function_failed")), !close);
+            return (refusal("function_failed"), !close);
         }
     };
     let ok = response.status == http::StatusCode::OK;
@@ -245,7 +244,11 @@ async fn handle(
         );
         return (None, false);
     }
-    (Some(bytes), !close)
+    (Some((bytes, response.effects)), !close)
+}
+
+fn refusal(reason: &str) -> Answer {
+    Some((error_response(reason), Vec::new()))
 }
 
 fn serialize(ok: bool, content_type: &str, body: &[u8]) -> Vec<u8> {

@@ -13,9 +13,11 @@ use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use crate::admin_port::{self, AdminAccess};
+use crate::broker::{BrokerUrl, DynSec, ManagedMosquitto};
 use crate::capabilities::{Platform, PskChange};
 use crate::components;
 use crate::node::Node;
+use crate::provisioning::Provisioner;
 use crate::psk_cache::PskCache;
 use crate::router::RouteTable;
 use crate::runtime::{CallLimits, Runtime, RuntimeConfig};
@@ -101,12 +103,20 @@ pub struct UpArgs {
     /// nodes or data directories may share one. Default: DATA_DIR/compiled.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// The platform's MQTT broker, as its dynamic-security admin:
+    /// mqtt://ADMIN:PASSWORD@HOST:PORT. Default: a Mosquitto that `up` starts and
+    /// stops itself, when `mosquitto` is installed.
+    #[arg(long, env = "PSK_EDGE_MQTT_URL", conflicts_with = "no_mqtt")]
+    pub mqtt_url: Option<BrokerUrl>,
+    /// No broker: devices get credentials that no broker knows.
+    #[arg(long)]
+    pub no_mqtt: bool,
     /// Do not create the demo account and SIM on first start.
     #[arg(long)]
     pub no_demo: bool,
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/share")))
@@ -132,8 +142,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store = Store::open_sqlite(&data_dir.join("psk-edge.db")).await?;
     check_master_key(&store, &sealer, &key_source).await?;
 
+    let broker = start_broker(&args, data_dir).await;
+    let provisioner = broker
+        .dynsec
+        .as_ref()
+        .map(|dynsec| Arc::new(Provisioner::new(dynsec.clone(), store.clone(), sealer.clone())));
+
     let psks = Arc::new(PskCache::new()?);
-    let platform = Arc::new(Platform::new(store.clone(), sealer, psks.clone()));
+    let platform = Arc::new(Platform::new(store.clone(), sealer, psks.clone(), provisioner.clone()));
     let loaded = platform.load_psk_cache().await?;
     let demo_created = !args.no_demo && seed_demo(&platform).await?;
 
@@ -222,6 +238,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    if let (Some(provisioner), Some(dynsec)) = (provisioner, &broker.dynsec) {
+        tasks.spawn(provisioner.run(dynsec.connections(), shutdown.clone()));
+    }
     tasks.spawn(sim_port::serve(
         sim_listener,
         sim_tls,
@@ -245,10 +264,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         operator_file: operator_file.as_deref(),
         cert_path: &cert_path,
         demo: node.psks.sim(DEMO_ICCID).is_some(),
+        broker: &broker.description,
     });
     tracing::info!(
         sim = %sim_addr,
         admin = %admin_addr,
+        mqtt = broker.address,
         sims = node.psks.len(),
         loaded_at_start = loaded,
         demo_created,
@@ -267,6 +288,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("connections still open after 3 s; closing them");
     }
+    if let Some(managed) = broker.managed {
+        managed.stop().await;
+    }
     node.platform.store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -275,6 +299,54 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 /// wasmtime has its own error type; keep its whole chain in the message.
 fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
+}
+
+struct BrokerSetup {
+    dynsec: Option<Arc<DynSec>>,
+    managed: Option<ManagedMosquitto>,
+    /// For the banner.
+    description: String,
+    /// host:port, or `none`.
+    address: String,
+}
+
+/// The broker named by `--mqtt-url`, else a managed Mosquitto when installed, else
+/// none. Never fails `up`: without a broker the node serves, and says once that
+/// credentials are not provisioned anywhere.
+async fn start_broker(args: &UpArgs, data_dir: &Path) -> BrokerSetup {
+    let none = |why: &str| {
+        tracing::warn!("{why}: device credentials are issued but not provisioned at any MQTT broker");
+        BrokerSetup {
+            dynsec: None,
+            managed: None,
+            description: format!("none ({why})"),
+            address: "none".into(),
+        }
+    };
+    if args.no_mqtt {
+        return none("--no-mqtt");
+    }
+    if let Some(url) = &args.mqtt_url {
+        return BrokerSetup {
+            dynsec: Some(Arc::new(DynSec::connect(url))),
+            managed: None,
+            description: format!("{url} (dynamic security)"),
+            address: format!("{}:{}", url.host, url.port),
+        };
+    }
+    if !ManagedMosquitto::available() {
+        return none("no mosquitto installed and no --mqtt-url given");
+    }
+    match tokio::time::timeout(Duration::from_secs(5), ManagedMosquitto::start(&data_dir.join("mosquitto"))).await {
+        Ok(Ok(managed)) => BrokerSetup {
+            dynsec: Some(Arc::new(DynSec::connect(&managed.url()))),
+            description: format!("managed Mosquitto on 127.0.0.1:{} ({})", managed.port(), managed.dir().display()),
+            address: format!("127.0.0.1:{}", managed.port()),
+            managed: Some(managed),
+        },
+        Ok(Err(e)) => none(&format!("the managed Mosquitto did not start: {e:#}")),
+        Err(_) => none("the managed Mosquitto did not start within 5 s"),
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -406,6 +478,7 @@ struct Banner<'a> {
     operator_file: Option<&'a Path>,
     cert_path: &'a Path,
     demo: bool,
+    broker: &'a str,
 }
 
 fn print_banner(b: &Banner) {
@@ -430,6 +503,7 @@ fn print_banner(b: &Banner) {
     );
     println!("  operator key    {}", b.operator_key);
     println!("  operator secret {secret_hint}");
+    println!("  MQTT broker     {}", b.broker);
     if b.demo {
         let psk_hex = hex::encode(demo_psk());
         println!();

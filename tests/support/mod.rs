@@ -13,6 +13,8 @@ pub const DEMO_ICCID: &str = "049305930495403";
 pub const DEMO_PSK_HEX: &str = "404142434445464748494a4b4c4d4e4f";
 pub const OPERATOR_KEY: &str = "test-operator";
 pub const OPERATOR_SECRET: &str = "test-operator-secret-0123456789";
+pub mod mqtt;
+
 pub const CCM: &str = "TLS_AES_128_CCM_SHA256";
 pub const GCM: &str = "TLS_AES_128_GCM_SHA256";
 
@@ -21,6 +23,8 @@ pub struct Node {
     child: Option<Child>,
     pub sim: String,
     pub admin: String,
+    /// host:port of the broker, or `none`.
+    pub mqtt: String,
     pub data_dir: PathBuf,
     pub output: Arc<Mutex<Vec<String>>>,
 }
@@ -28,6 +32,7 @@ pub struct Node {
 pub struct NodeBuilder {
     data_dir: PathBuf,
     args: Vec<String>,
+    mqtt: Option<Vec<String>>,
     envs: Vec<(String, String)>,
 }
 
@@ -41,11 +46,18 @@ impl NodeBuilder {
         NodeBuilder {
             data_dir: data_dir.to_path_buf(),
             args: Vec::new(),
+            mqtt: None,
             envs: vec![
                 ("PSK_EDGE_OPERATOR_KEY".into(), OPERATOR_KEY.into()),
                 ("PSK_EDGE_OPERATOR_SECRET".into(), OPERATOR_SECRET.into()),
             ],
         }
+    }
+
+    /// Nodes run without a broker unless a test asks for one.
+    pub fn mqtt(mut self, args: &[&str]) -> Self {
+        self.mqtt = Some(args.iter().map(|a| a.to_string()).collect());
+        self
     }
 
     pub fn arg(mut self, arg: &str) -> Self {
@@ -72,8 +84,10 @@ impl NodeBuilder {
             .arg("--cache-dir")
             .arg(compile_cache())
             .args(&self.args)
+            .args(self.mqtt.clone().unwrap_or_else(|| vec!["--no-mqtt".into()]))
             .env("RUST_LOG", "info")
             .env_remove("PSK_EDGE_MASTER_KEY")
+            .env_remove("PSK_EDGE_MQTT_URL")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -124,6 +138,7 @@ impl NodeBuilder {
         Node {
             sim: field("sim="),
             admin: field("admin="),
+            mqtt: field("mqtt="),
             child: Some(child),
             data_dir: self.data_dir,
             output,

@@ -3,6 +3,7 @@
 //! Functions decide; these implementations only do what the caller may do: a SIM
 //! reaches devices of its own account, only the operator reaches the PSK table.
 
+mod accounts_admin;
 mod log;
 mod psk_admin;
 mod registry;
@@ -11,11 +12,13 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
+use crate::provisioning::Provisioner;
 use crate::psk_cache::PskCache;
 use crate::secrets::Sealer;
 use crate::store::Store;
 
 pub use psk_admin::PskChange;
+pub use registry::Effect;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -25,7 +28,7 @@ mod bindings {
     });
 }
 
-pub use bindings::psk_edge::platform::types::{Credentials, Error as CapError};
+pub use bindings::psk_edge::platform::types::{Credentials, Error as CapError, Expiration as WitExpiration};
 
 /// Who the host authenticated for this request.
 #[derive(Clone, Debug)]
@@ -57,17 +60,27 @@ pub struct Platform {
     pub store: Store,
     pub sealer: Sealer,
     pub psks: Arc<PskCache>,
+    /// None without a broker (`--no-mqtt`, or no Mosquitto on this machine).
+    pub provisioner: Option<Arc<Provisioner>>,
     /// Store commit and cache update of PSK changes happen in one order.
     psk_writes: tokio::sync::Mutex<()>,
 }
 
 impl Platform {
-    pub fn new(store: Store, sealer: Sealer, psks: Arc<PskCache>) -> Self {
+    pub fn new(store: Store, sealer: Sealer, psks: Arc<PskCache>, provisioner: Option<Arc<Provisioner>>) -> Self {
         Platform {
             store,
             sealer,
             psks,
+            provisioner,
             psk_writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Tells the broker about a device's new state, if there is a broker.
+    async fn device_changed(&self, account_id: &str, device_id: &str) {
+        if let Some(provisioner) = &self.provisioner {
+            provisioner.device_changed(account_id, device_id).await;
         }
     }
 }
@@ -77,6 +90,8 @@ pub struct CapabilityCtx {
     pub caller: Caller,
     pub platform: Arc<Platform>,
     pub component: Arc<str>,
+    /// What must happen only if the response reaches the caller (see [`Effect`]).
+    pub effects: Vec<Effect>,
 }
 
 impl CapabilityCtx {

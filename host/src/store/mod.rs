@@ -4,6 +4,9 @@
 //! callers that hold the master key. Every change to the PSK table bumps one
 //! global revision, the number other caches follow.
 
+mod accounts;
+mod devices;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,12 +18,12 @@ use sqlx::{Row, SqlitePool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("exists")]
-    Conflict,
     #[error("store unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
     #[error("sealing failed: {0}")]
     Sealing(String),
+    #[error("stored value unreadable: {0}")]
+    Corrupt(String),
 }
 
 /// A PSK change as the store applies it; the key is already sealed.
@@ -42,28 +45,12 @@ pub struct PskRow {
     pub revision: i64,
 }
 
-pub struct DeviceRow {
-    pub iccid: String,
-    pub client_id: String,
-    pub username: String,
-    pub sealed_password: Vec<u8>,
-}
-
-pub struct NewDevice<'a> {
-    pub account_id: &'a str,
-    pub device_id: &'a str,
-    pub iccid: &'a str,
-    pub client_id: &'a str,
-    pub username: &'a str,
-    pub sealed_password: &'a [u8],
-}
-
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -188,78 +175,19 @@ impl Store {
         Ok((revision, applied))
     }
 
-    pub async fn device(
-        &self,
-        account_id: &str,
-        device_id: &str,
-    ) -> Result<Option<DeviceRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT iccid, client_id, username, password FROM devices WHERE account_id = ? AND device_id = ?",
-        )
-        .bind(account_id)
-        .bind(device_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(DeviceRow {
-                iccid: row.try_get(0)?,
-                client_id: row.try_get(1)?,
-                username: row.try_get(2)?,
-                sealed_password: row.try_get(3)?,
-            })
-        })
-        .transpose()
-    }
-
-    /// `Conflict` when the (account, device id) exists. A clash of the random
-    /// broker-wide client id or username is a different error the caller retries.
-    pub async fn create_device(&self, device: &NewDevice<'_>) -> Result<(), CreateDeviceError> {
-        let result = sqlx::query(
-            "INSERT INTO devices (account_id, device_id, iccid, client_id, username, password, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(device.account_id)
-        .bind(device.device_id)
-        .bind(device.iccid)
-        .bind(device.client_id)
-        .bind(device.username)
-        .bind(device.sealed_password)
-        .bind(now())
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                if db.message().contains("client_id") || db.message().contains("username") {
-                    Err(CreateDeviceError::NameClash)
-                } else {
-                    Err(CreateDeviceError::Exists)
-                }
-            }
-            Err(e) => Err(CreateDeviceError::Store(e.into())),
-        }
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CreateDeviceError {
-    #[error("device exists")]
-    Exists,
-    #[error("generated client id or username is taken")]
-    NameClash,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+pub use accounts::{Expiration, ProfileRow};
+pub use devices::{BrokerDevice, CreateDeviceError, DeviceRow, NewDevice};
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    async fn temp_store() -> (Store, tempfile::TempDir) {
+    pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("t.db")).await.unwrap();
         (store, dir)
@@ -286,48 +214,5 @@ mod tests {
             .unwrap();
         assert_eq!((rev, applied), (2, vec![true]));
         assert_eq!(store.psk_revision().await.unwrap(), 2);
-    }
-
-    #[tokio::test]
-    async fn device_ids_are_unique_per_account_and_names_per_broker() {
-        let (store, _dir) = temp_store().await;
-        store
-            .apply_psk_writes(&[
-                PskWrite::Upsert {
-                    iccid: "1".into(),
-                    account_id: "a".into(),
-                    sealed_psk: vec![1],
-                },
-                PskWrite::Upsert {
-                    iccid: "2".into(),
-                    account_id: "b".into(),
-                    sealed_psk: vec![1],
-                },
-            ])
-            .await
-            .unwrap();
-        let dev = |account_id, client_id, username| NewDevice {
-            account_id,
-            device_id: "d",
-            iccid: "1",
-            client_id,
-            username,
-            sealed_password: b"x",
-        };
-        store.create_device(&dev("a", "c1", "u1")).await.unwrap();
-        assert!(matches!(
-            store.create_device(&dev("a", "c2", "u2")).await,
-            Err(CreateDeviceError::Exists)
-        ));
-        assert!(matches!(
-            store.create_device(&dev("b", "c1", "u3")).await,
-            Err(CreateDeviceError::NameClash)
-        ));
-        store.create_device(&dev("b", "c3", "u3")).await.unwrap();
-        assert_eq!(
-            store.device("a", "d").await.unwrap().unwrap().client_id,
-            "c1"
-        );
-        assert!(store.device("c", "d").await.unwrap().is_none());
     }
 }

@@ -1,0 +1,217 @@
+//! `accounts-admin`: an account's expiration strategy, device profiles, device config, on-demand rotation.
+
+use super::bindings::psk_edge::platform::accounts_admin::{Host, Profile};
+use super::registry::unavailable;
+use super::{CapError, Caller, CapabilityCtx, WitExpiration};
+use crate::identity::is_name;
+use crate::provisioning::password_context;
+use crate::secrets::random_token;
+use crate::store::{Expiration, ProfileRow};
+
+const MAX_TOPICS: usize = 8;
+const MAX_TOPIC_LEN: usize = 200;
+const MAX_CONFIG: usize = 32;
+/// A config value must leave room for the credentials in a 250-byte SIM answer.
+const MAX_CONFIG_VALUE: usize = 200;
+
+impl CapabilityCtx {
+    /// Who may administer `account_id`: the operator, any account.
+    fn admin(&self, account_id: &str) -> Result<(), CapError> {
+        match self.caller {
+            Caller::Operator if is_name(account_id) => Ok(()),
+            Caller::Operator => Err(CapError::Invalid),
+            Caller::Sim(_) => Err(CapError::Denied),
+        }
+    }
+}
+
+/// Exact topics inside the account's namespace: wildcards would let a device reach
+/// other devices' topics, `$` the broker's own.
+fn valid_template(template: &str) -> bool {
+    let rest = template.replace("{DEVICE_ID}", "");
+    (1..=MAX_TOPIC_LEN).contains(&template.len())
+        && !template.starts_with('/')
+        && rest.bytes().all(|b| (0x20..0x7f).contains(&b) && !b"$+#{}".contains(&b))
+}
+
+fn valid_json(value: &str) -> bool {
+    value.len() <= MAX_CONFIG_VALUE && serde_json::from_str::<serde_json::Value>(value).is_ok()
+}
+
+fn valid_profile(p: &Profile) -> bool {
+    let topics_ok = |t: &[String]| t.len() <= MAX_TOPICS && t.iter().all(|t| valid_template(t));
+    is_name(&p.name)
+        && !p.publish.is_empty()
+        && topics_ok(&p.publish)
+        && topics_ok(&p.subscribe)
+        && p.config.len() <= MAX_CONFIG
+        && p.config.iter().all(|(name, value)| is_name(name) && valid_json(value))
+}
+
+fn found(found: bool) -> Result<(), CapError> {
+    if found { Ok(()) } else { Err(CapError::NotFound) }
+}
+
+impl Host for CapabilityCtx {
+    async fn set_expiration(
+        &mut self,
+        account_id: String,
+        expiration: WitExpiration,
+    ) -> wasmtime::Result<Result<(), CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            let expiration = Expiration::from(expiration);
+            if matches!(expiration, Expiration::AfterXRequests(0) | Expiration::TimeBased(0)) {
+                return Err(CapError::Invalid);
+            }
+            let store = &self.platform.store;
+            found(store.set_account_expiration(&account_id, expiration).await.map_err(|e| unavailable(&e))?)?;
+            tracing::info!(account = account_id, %expiration, "expiration strategy set");
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn get_expiration(&mut self, account_id: String) -> wasmtime::Result<Result<WitExpiration, CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            let store = &self.platform.store;
+            let expiration = store.account_expiration(&account_id).await.map_err(|e| unavailable(&e))?;
+            expiration.map(Into::into).ok_or(CapError::NotFound)
+        }
+        .await)
+    }
+
+    async fn put_profile(&mut self, account_id: String, profile: Profile) -> wasmtime::Result<Result<(), CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            if !valid_profile(&profile) {
+                return Err(CapError::Invalid);
+            }
+            let row = ProfileRow {
+                name: profile.name,
+                publish: profile.publish,
+                subscribe: profile.subscribe,
+                config: profile.config,
+                expiration: profile.expiration.map(Into::into),
+            };
+            let store = &self.platform.store;
+            found(store.put_profile(&account_id, &row).await.map_err(|e| unavailable(&e))?)?;
+            tracing::info!(account = account_id, profile = row.name, "profile stored");
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn list_profiles(&mut self, account_id: String) -> wasmtime::Result<Result<Vec<Profile>, CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            let store = &self.platform.store;
+            if store.account_expiration(&account_id).await.map_err(|e| unavailable(&e))?.is_none() {
+                return Err(CapError::NotFound);
+            }
+            let rows = store.profiles(&account_id).await.map_err(|e| unavailable(&e))?;
+            Ok(rows
+                .into_iter()
+                .map(|row| Profile {
+                    name: row.name,
+                    publish: row.publish,
+                    subscribe: row.subscribe,
+                    config: row.config,
+                    expiration: row.expiration.map(Into::into),
+                })
+                .collect())
+        }
+        .await)
+    }
+
+    async fn set_config(
+        &mut self,
+        account_id: String,
+        device_id: String,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            if !is_name(&device_id) || !is_name(&name) || !valid_json(&value) {
+                return Err(CapError::Invalid);
+            }
+            let store = &self.platform.store;
+            found(store.set_config(&account_id, &device_id, &name, &value).await.map_err(|e| unavailable(&e))?)?;
+            tracing::info!(account = account_id, device_id, name, "config property set");
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn delete_config(
+        &mut self,
+        account_id: String,
+        device_id: String,
+        name: String,
+    ) -> wasmtime::Result<Result<(), CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            let store = &self.platform.store;
+            found(store.delete_config(&account_id, &device_id, &name).await.map_err(|e| unavailable(&e))?)?;
+            tracing::info!(account = account_id, device_id, name, "config property deleted");
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn list_config(
+        &mut self,
+        account_id: String,
+        device_id: String,
+    ) -> wasmtime::Result<Result<Vec<(String, String)>, CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            let store = &self.platform.store;
+            store
+                .list_config(&account_id, &device_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .ok_or(CapError::NotFound)
+        }
+        .await)
+    }
+
+    async fn rotate_password(&mut self, account_id: String, device_id: String) -> wasmtime::Result<Result<(), CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            let platform = &self.platform;
+            let password = random_token(24).map_err(|e| unavailable(&e))?;
+            let sealed = platform
+                .sealer
+                .seal(&password_context(&account_id, &device_id), password.as_bytes())
+                .map_err(|e| unavailable(&e))?;
+            // Not yet handed to the SIM: it gets the new password with its next request.
+            let revision = platform
+                .store
+                .set_password(&account_id, &device_id, &sealed, 0)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            found(revision.is_some())?;
+            tracing::info!(account = account_id, device_id, "password rotated on demand");
+            platform.device_changed(&account_id, &device_id).await;
+            Ok(())
+        }
+        .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_stay_exact_and_inside_the_namespace() {
+        assert!(valid_template("sensor/device/{DEVICE_ID}"));
+        assert!(valid_template("command/device/all"));
+        for bad in ["", "/abs", "a/+/b", "a/#", "$SYS/x", "a/{ACCOUNT}", "a\nb", &"x".repeat(201)] {
+            assert!(!valid_template(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Devices: creation from a resolved profile, credentials, password rotation and use, what the broker has, config properties.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError, now};
+
+pub struct NewDevice<'a> {
+    pub account_id: &'a str,
+    pub device_id: &'a str,
+    pub iccid: &'a str,
+    pub client_id: &'a str,
+    pub username: &'a str,
+    pub sealed_password: &'a [u8],
+    pub profile: Option<&'a str>,
+    /// Topics with the account prefix and device id already in place.
+    pub publish: &'a [String],
+    pub subscribe: &'a [String],
+    /// Initial config properties: name and JSON text.
+    pub config: &'a [(String, String)],
+}
+
+pub struct DeviceRow {
+    pub iccid: String,
+    pub client_id: String,
+    pub username: String,
+    pub sealed_password: Vec<u8>,
+    pub profile: Option<String>,
+    /// Unix seconds.
+    pub password_set_at: i64,
+    /// Credential answers sent since the password was set.
+    pub served: i64,
+}
+
+/// What the broker must know of a device, and which revision of it it has.
+pub struct BrokerDevice {
+    pub account_id: String,
+    pub device_id: String,
+    pub client_id: String,
+    pub username: String,
+    pub sealed_password: Vec<u8>,
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    pub revision: i64,
+    pub broker_revision: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateDeviceError {
+    #[error("device exists")]
+    Exists,
+    #[error("generated client id or username is taken")]
+    NameClash,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn topics(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn topics_json(topics: &[String]) -> String {
+    serde_json::Value::from(topics.to_vec()).to_string()
+}
+
+const BROKER_COLUMNS: &str = "SELECT account_id, device_id, client_id, username, password, publish, subscribe, \
+                              revision, broker_revision FROM devices";
+
+fn broker_device(row: &SqliteRow) -> Result<BrokerDevice, sqlx::Error> {
+    Ok(BrokerDevice {
+        account_id: row.try_get(0)?,
+        device_id: row.try_get(1)?,
+        client_id: row.try_get(2)?,
+        username: row.try_get(3)?,
+        sealed_password: row.try_get(4)?,
+        publish: topics(row.try_get(5)?),
+        subscribe: topics(row.try_get(6)?),
+        revision: row.try_get(7)?,
+        broker_revision: row.try_get(8)?,
+    })
+}
+
+impl Store {
+    /// `Exists` when the (account, device id) is taken. A clash of the random
+    /// broker-wide client id or username is a different error the caller retries.
+    pub async fn create_device(&self, device: &NewDevice<'_>) -> Result<(), CreateDeviceError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let inserted = sqlx::query(
+            "INSERT INTO devices (account_id, device_id, iccid, client_id, username, password, created_at,
+                                  profile, publish, subscribe, password_set_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?7)",
+        )
+        .bind(device.account_id)
+        .bind(device.device_id)
+        .bind(device.iccid)
+        .bind(device.client_id)
+        .bind(device.username)
+        .bind(device.sealed_password)
+        .bind(now())
+        .bind(device.profile)
+        .bind(topics_json(device.publish))
+        .bind(topics_json(device.subscribe))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(if db.message().contains("client_id") || db.message().contains("username") {
+                    CreateDeviceError::NameClash
+                } else {
+                    CreateDeviceError::Exists
+                });
+            }
+            Err(e) => return Err(StoreError::from(e).into()),
+        }
+        for (name, value) in device.config {
+            sqlx::query("INSERT INTO device_config (account_id, device_id, name, value) VALUES (?, ?, ?, ?)")
+                .bind(device.account_id)
+                .bind(device.device_id)
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    pub async fn device(&self, account_id: &str, device_id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT iccid, client_id, username, password, profile, password_set_at, served
+             FROM devices WHERE account_id = ? AND device_id = ?",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(DeviceRow {
+                iccid: row.try_get(0)?,
+                client_id: row.try_get(1)?,
+                username: row.try_get(2)?,
+                sealed_password: row.try_get(3)?,
+                profile: row.try_get(4)?,
+                password_set_at: row.try_get(5)?,
+                served: row.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// One more credential answer reached the SIM with the current password.
+    pub async fn record_served(&self, account_id: &str, device_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET served = served + 1 WHERE account_id = ? AND device_id = ?")
+            .bind(account_id)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the password; `served` says how many answers carried it already.
+    /// Returns the device's new revision, None when the device does not exist.
+    pub async fn set_password(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        sealed_password: &[u8],
+        served: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE devices SET password = ?, password_set_at = ?, served = ?, revision = revision + 1
+             WHERE account_id = ? AND device_id = ? RETURNING revision",
+        )
+        .bind(sealed_password)
+        .bind(now())
+        .bind(served)
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn broker_device(&self, account_id: &str, device_id: &str) -> Result<Option<BrokerDevice>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("{BROKER_COLUMNS} WHERE account_id = ? AND device_id = ?"));
+        let row = sqlx::query(sql)
+            .bind(account_id)
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(broker_device).transpose()?)
+    }
+
+    /// Every device, for a reconcile of the broker against the store.
+    pub async fn broker_devices(&self) -> Result<Vec<BrokerDevice>, StoreError> {
+        let rows = sqlx::query(BROKER_COLUMNS).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(broker_device).collect::<Result<_, _>>()?)
+    }
+
+    /// The broker has `revision` of the device (never moves backwards).
+    pub async fn mark_provisioned(&self, account_id: &str, device_id: &str, revision: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET broker_revision = ?1
+             WHERE account_id = ?2 AND device_id = ?3 AND broker_revision < ?1",
+        )
+        .bind(revision)
+        .bind(account_id)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn config(&self, account_id: &str, device_id: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?")
+                .bind(account_id)
+                .bind(device_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// None when the device does not exist.
+    pub async fn list_config(&self, account_id: &str, device_id: &str) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        if !self.device_exists(account_id, device_id).await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT name, value FROM device_config WHERE account_id = ? AND device_id = ? ORDER BY name",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?,
+        ))
+    }
+
+    /// False when the device does not exist.
+    pub async fn set_config(&self, account_id: &str, device_id: &str, name: &str, value: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO device_config (account_id, device_id, name, value)
+             SELECT account_id, device_id, ?3, ?4 FROM devices WHERE account_id = ?1 AND device_id = ?2
+             ON CONFLICT (account_id, device_id, name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn delete_config(&self, account_id: &str, device_id: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?")
+            .bind(account_id)
+            .bind(device_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn device_exists(&self, account_id: &str, device_id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM devices WHERE account_id = ? AND device_id = ?")
+                .bind(account_id)
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::PskWrite;
+    use super::super::tests::temp_store;
+    use super::*;
+
+    fn dev<'a>(account_id: &'a str, client_id: &'a str, username: &'a str, config: &'a [(String, String)]) -> NewDevice<'a> {
+        NewDevice {
+            account_id,
+            device_id: "d",
+            iccid: "1",
+            client_id,
+            username,
+            sealed_password: b"x",
+            profile: None,
+            publish: &[],
+            subscribe: &[],
+            config,
+        }
+    }
+
+    async fn with_accounts() -> (Store, tempfile::TempDir) {
+        let (store, dir) = temp_store().await;
+        let sim = |iccid: &str, account: &str| PskWrite::Upsert {
+            iccid: iccid.into(),
+            account_id: account.into(),
+            sealed_psk: vec![1],
+        };
+        store.apply_psk_writes(&[sim("1", "a"), sim("2", "b")]).await.unwrap();
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn device_ids_are_unique_per_account_and_names_per_broker() {
+        let (store, _dir) = with_accounts().await;
+        store.create_device(&dev("a", "c1", "u1", &[])).await.unwrap();
+        assert!(matches!(store.create_device(&dev("a", "c2", "u2", &[])).await, Err(CreateDeviceError::Exists)));
+        assert!(matches!(store.create_device(&dev("b", "c1", "u3", &[])).await, Err(CreateDeviceError::NameClash)));
+        store.create_device(&dev("b", "c3", "u3", &[])).await.unwrap();
+        assert_eq!(store.device("a", "d").await.unwrap().unwrap().client_id, "c1");
+        assert!(store.device("c", "d").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn rotation_bumps_the_revision_the_broker_follows() {
+        let (store, _dir) = with_accounts().await;
+        store.create_device(&dev("a", "c1", "u1", &[])).await.unwrap();
+        let before = store.broker_device("a", "d").await.unwrap().unwrap();
+        assert_eq!((before.revision, before.broker_revision), (1, 0));
+        store.record_served("a", "d").await.unwrap();
+        assert_eq!(store.device("a", "d").await.unwrap().unwrap().served, 1);
+        let revision = store.set_password("a", "d", b"y", 1).await.unwrap().unwrap();
+        assert_eq!(revision, 2);
+        store.mark_provisioned("a", "d", 2).await.unwrap();
+        store.mark_provisioned("a", "d", 1).await.unwrap();
+        let after = store.broker_device("a", "d").await.unwrap().unwrap();
+        assert_eq!((after.revision, after.broker_revision, after.sealed_password), (2, 2, b"y".to_vec()));
+        assert!(store.set_password("a", "nope", b"z", 0).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn config_belongs_to_an_existing_device() {
+        let (store, _dir) = with_accounts().await;
+        let initial = [("broker-port".to_owned(), "8883".to_owned())];
+        store.create_device(&dev("a", "c1", "u1", &initial)).await.unwrap();
+        assert_eq!(store.config("a", "d", "broker-port").await.unwrap().as_deref(), Some("8883"));
+        assert!(store.set_config("a", "d", "ca", "\"pem\"").await.unwrap());
+        assert!(store.set_config("a", "d", "ca", "\"pem2\"").await.unwrap());
+        assert!(!store.set_config("a", "ghost", "ca", "1").await.unwrap());
+        let all = store.list_config("a", "d").await.unwrap().unwrap();
+        assert_eq!(all, vec![("broker-port".into(), "8883".into()), ("ca".into(), "\"pem2\"".into())]);
+        assert!(store.list_config("a", "ghost").await.unwrap().is_none());
+        assert!(store.delete_config("a", "d", "ca").await.unwrap());
+        assert!(!store.delete_config("a", "d", "ca").await.unwrap());
+    }
+}
