@@ -4,6 +4,7 @@
 //! dependency, so `cargo test -p common` checks the contract natively.
 
 pub mod admin;
+pub mod expiration;
 pub mod json;
 pub mod psk;
 pub mod query;
