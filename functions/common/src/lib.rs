@@ -6,10 +6,12 @@
 pub mod admin;
 pub mod expiration;
 pub mod json;
+pub mod profile;
 pub mod psk;
 pub mod query;
 pub mod rules;
 pub mod sim_request;
+pub mod topics;
 pub mod value;
 
 #[cfg(feature = "spin")]
