@@ -1,7 +1,7 @@
 //! Responses as the host frames them: a status, one Content-Type, a small fixed body.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use spin_sdk::http::FullBody;
 
@@ -14,5 +14,17 @@ pub fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Byt
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// 405 with the `Allow` header that HTTP requires of it.
+pub fn method_not_allowed(
+    allow: &'static str,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, content_type, body);
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     resp
 }

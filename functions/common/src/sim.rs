@@ -1,7 +1,9 @@
 //! The sim-function world's imports and the replies shared by the SIM-port components.
 
+use serde_json::value::RawValue;
 use spin_sdk::http::StatusCode;
 
+use crate::expiration::Expiration;
 use crate::http::{Reply, reply};
 use crate::json;
 use crate::sim_request::{Caller, Refusal};
@@ -16,6 +18,18 @@ pub use psk_edge::platform::log::{self, Level};
 pub use psk_edge::platform::registry::{self, Sim};
 pub use psk_edge::platform::types::{Credentials, Error};
 
+impl From<psk_edge::platform::types::Expiration> for Expiration {
+    fn from(e: psk_edge::platform::types::Expiration) -> Self {
+        use psk_edge::platform::types::Expiration as Wit;
+        match e {
+            Wit::OnDemand => Expiration::OnDemand,
+            Wit::AtEveryRequest => Expiration::AtEveryRequest,
+            Wit::AfterXRequests(n) => Expiration::AfterXRequests(n),
+            Wit::TimeBased(n) => Expiration::TimeBased(n),
+        }
+    }
+}
+
 impl Sim {
     pub fn caller(&self) -> Caller<'_> {
         Caller {
@@ -27,10 +41,15 @@ impl Sim {
 
 /// 200 with `{"cli":…,"usr":…,"pwd":…}`.
 pub fn credentials_reply(c: &Credentials) -> Reply {
+    credentials_config_reply(c, None)
+}
+
+/// 200 with `{"cli":…,"usr":…,"pwd":…[,"config":{"NAME":value}]}`.
+pub fn credentials_config_reply(c: &Credentials, config: Option<(&str, &RawValue)>) -> Reply {
     reply(
         StatusCode::OK,
         json::CONTENT_TYPE,
-        json::credentials(&c.client_id, &c.username, &c.password),
+        json::credentials_with_config(&c.client_id, &c.username, &c.password, config),
     )
 }
 

@@ -5,6 +5,7 @@ use crate::query::{Param, param};
 use crate::rules::{iccid_names_sim, is_name};
 
 const DEVICE_PREFIX: &str = "/v1/dev/";
+const DATA_SUFFIX: &str = "/data";
 
 /// Why a SIM request is answered 404. The code rides along as `{"err":"code"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +20,10 @@ pub enum Refusal {
     /// The id belongs to another SIM of the account.
     DeviceTaken,
     UnknownDevice,
+    UnknownProfile,
     UnknownConfig,
+    /// The data a SIM sends is not one JSON value.
+    BadBody,
     Denied,
     Unavailable,
 }
@@ -34,7 +38,9 @@ impl Refusal {
             Refusal::IccidMismatch => "iccid_mismatch",
             Refusal::DeviceTaken => "device_taken",
             Refusal::UnknownDevice => "unknown_device",
+            Refusal::UnknownProfile => "unknown_profile",
             Refusal::UnknownConfig => "unknown_config",
+            Refusal::BadBody => "bad_body",
             Refusal::Denied => "denied",
             Refusal::Unavailable => "unavailable",
         }
@@ -61,6 +67,8 @@ pub enum Action {
     Create,
     /// GET: `profile` is ignored, `config` is honoured.
     Fetch,
+    /// POST `/v1/dev/{DEVICE_ID}/data`: neither is read.
+    Data,
 }
 
 /// The SIM that the TLS handshake authenticated, as the registry reports it.
@@ -78,14 +86,18 @@ pub struct DeviceRequest<'a> {
     pub config: Option<&'a str>,
 }
 
-/// Checks `/v1/dev/{DEVICE_ID}?iccid=…[&profile=…|&config=…]` on the raw path and query.
+/// Checks `/v1/dev/{DEVICE_ID}[/data]?iccid=…[&profile=…|&config=…]` on the raw path and query.
 pub fn device_request<'a>(
     path: &'a str,
     query: Option<&'a str>,
     caller: Caller<'_>,
     action: Action,
 ) -> Result<DeviceRequest<'a>, Refusal> {
-    let device_id = path.strip_prefix(DEVICE_PREFIX).ok_or(Refusal::NoRoute)?;
+    let rest = path.strip_prefix(DEVICE_PREFIX).ok_or(Refusal::NoRoute)?;
+    let device_id = match action {
+        Action::Data => rest.strip_suffix(DATA_SUFFIX).ok_or(Refusal::NoRoute)?,
+        Action::Create | Action::Fetch => rest,
+    };
     if !is_name(device_id) {
         return Err(Refusal::BadName);
     }
@@ -106,6 +118,7 @@ pub fn device_request<'a>(
     let (profile, config) = match action {
         Action::Create => (name_param("profile")?, None),
         Action::Fetch => (None, name_param("config")?),
+        Action::Data => (None, None),
     };
     Ok(DeviceRequest {
         device_id,
@@ -290,6 +303,63 @@ mod tests {
     }
 
     #[test]
+    fn data_route() {
+        let q = "iccid=049305930495403";
+        let ok = device_request("/v1/dev/dev-1/data", Some(q), DIGITS, Action::Data);
+        assert_eq!(
+            ok,
+            Ok(DeviceRequest {
+                device_id: "dev-1",
+                profile: None,
+                config: None
+            })
+        );
+        // Neither optional name is read, so neither can refuse the request.
+        assert_eq!(
+            check(
+                "/v1/dev/d/data",
+                &format!("{q}&profile=a%20b&config=%%"),
+                DIGITS,
+                Action::Data
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check("/v1/dev/d", q, DIGITS, Action::Data),
+            Err(Refusal::NoRoute)
+        );
+        assert_eq!(
+            check("/v1/dev/d/data/", q, DIGITS, Action::Data),
+            Err(Refusal::NoRoute)
+        );
+        for bad in ["/v1/dev//data", "/v1/dev/a/b/data", "/v1/dev/d%41/data"] {
+            assert_eq!(
+                check(bad, q, DIGITS, Action::Data),
+                Err(Refusal::BadName),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check(
+                "/v1/dev/d/data",
+                "iccid=049305930495404",
+                DIGITS,
+                Action::Data
+            ),
+            Err(Refusal::IccidMismatch)
+        );
+        assert_eq!(
+            device_request("/v1/dev/d/data", None, DIGITS, Action::Data),
+            Err(Refusal::IccidMissing)
+        );
+        // The data suffix is not a device id on the other routes.
+        assert_eq!(
+            check("/v1/dev/d/data", q, DIGITS, Action::Create),
+            Err(Refusal::BadName)
+        );
+    }
+
+    #[test]
     fn refusal_bodies_are_short() {
         for r in [
             Refusal::NoRoute,
@@ -299,7 +369,9 @@ mod tests {
             Refusal::IccidMismatch,
             Refusal::DeviceTaken,
             Refusal::UnknownDevice,
+            Refusal::UnknownProfile,
             Refusal::UnknownConfig,
+            Refusal::BadBody,
             Refusal::Denied,
             Refusal::Unavailable,
         ] {

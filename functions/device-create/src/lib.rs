@@ -18,13 +18,14 @@ async fn handle(req: Request) -> impl IntoResponse {
         Err(refusal) => return sim::refuse(FUNCTION, None, refusal),
     };
     let id = target.device_id;
-    // `profile` is validated above and honoured once device profiles exist.
-    match registry::create_device(id) {
+    match registry::create_device(id, target.profile) {
         Ok(credentials) => sim::credentials_reply(&credentials),
+        Err(e @ Error::NotFound) => sim::refuse_registry(FUNCTION, id, e, Refusal::UnknownProfile),
         // Already there: the same SIM retrying after a lost response gets the device
-        // it created; a device of another SIM stays out of reach.
-        Err(Error::Conflict) => match registry::device_credentials(id) {
-            Ok(credentials) => sim::credentials_reply(&credentials),
+        // it created, as it is now. Not through serve-credentials: a repeated POST is
+        // not a credential GET, so it neither counts nor rotates.
+        Err(Error::Conflict) => match registry::device(id) {
+            Ok(device) => sim::credentials_reply(&device.credentials),
             Err(e @ Error::Foreign) => sim::refuse_registry(FUNCTION, id, e, Refusal::DeviceTaken),
             Err(e) => sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
         },

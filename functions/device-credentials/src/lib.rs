@@ -1,7 +1,9 @@
-//! device-credentials: `GET /v1/dev/{DEVICE_ID}?iccid=…` returns the device's MQTT credentials to its SIM.
+//! device-credentials: `GET /v1/dev/{DEVICE_ID}?iccid=…[&config=…]` returns the device's MQTT credentials to its SIM.
 
-use common::sim::{self, registry};
+use common::expiration::should_rotate;
+use common::sim::{self, Error, Level, log, registry};
 use common::sim_request::{Action, Refusal, device_request};
+use common::value;
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
 
@@ -16,13 +18,40 @@ async fn handle(req: Request) -> impl IntoResponse {
         Err(refusal) => return sim::refuse(FUNCTION, None, refusal),
     };
     let id = target.device_id;
-    // No config properties exist yet, so any one named is unknown; checked before the
-    // registry so such a request reveals nothing about the device.
-    if target.config.is_some() {
-        return sim::refuse(FUNCTION, Some(id), Refusal::UnknownConfig);
-    }
-    match registry::device_credentials(id) {
-        Ok(credentials) => sim::credentials_reply(&credentials),
+    let device = match registry::device(id) {
+        Ok(device) => device,
+        Err(e) => return sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
+    };
+    // The property comes first: a request for one that does not exist must neither
+    // count as a credential answer nor rotate the password.
+    let config_text = match target.config {
+        None => None,
+        Some(name) => match registry::config(id, name) {
+            Ok(text) => Some((name, text)),
+            Err(e @ Error::NotFound) => {
+                return sim::refuse_registry(FUNCTION, id, e, Refusal::UnknownConfig);
+            }
+            Err(e) => return sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
+        },
+    };
+    let config = match &config_text {
+        None => None,
+        Some((name, text)) => match value::embed(text) {
+            Some(raw) => Some((*name, raw)),
+            // The host stores what the admin API checked; anything else is a broken
+            // store, and a broken body must not reach the SIM.
+            None => {
+                log::write(
+                    Level::Error,
+                    &format!("{FUNCTION}: config {name} of device {id} is not JSON"),
+                );
+                return sim::refuse(FUNCTION, Some(id), Refusal::Unavailable);
+            }
+        },
+    };
+    let rotate = should_rotate(device.expiration.into(), device.served, device.password_age);
+    match registry::serve_credentials(id, rotate) {
+        Ok(credentials) => sim::credentials_config_reply(&credentials, config),
         Err(e) => sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
     }
 }
