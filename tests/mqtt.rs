@@ -18,15 +18,26 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+/// A node whose first reconcile with the broker is done, so the broker is reachable.
 async fn node_for(data_dir: &std::path::Path, mqtt_url: &str) -> Node {
-    NodeBuilder::new(data_dir).mqtt(&["--mqtt-url", mqtt_url]).start().await
+    let node = NodeBuilder::new(data_dir)
+        .mqtt(&["--mqtt-url", mqtt_url])
+        .start()
+        .await;
+    node.wait_log(|l| l.contains("broker reconciled")).await;
+    node
 }
 
 async fn with_broker() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let broker = ManagedMosquitto::start(&dir.path().join("broker")).await.unwrap();
+    let broker = ManagedMosquitto::start(&dir.path().join("broker"))
+        .await
+        .unwrap();
     let url = broker.url();
-    let mqtt_url = format!("mqtt://{}:{}@127.0.0.1:{}", url.username, *url.password, url.port);
+    let mqtt_url = format!(
+        "mqtt://{}:{}@127.0.0.1:{}",
+        url.username, *url.password, url.port
+    );
     let node = node_for(&dir.path().join("node"), &mqtt_url).await;
     Setup {
         node,
@@ -59,12 +70,18 @@ async fn device_session(port: u16, c: &Creds) -> Mqtt {
 }
 
 async fn refused(port: u16, c: &Creds) {
-    assert!(Mqtt::connect(port, &c.cli, &c.usr, &c.pwd).await.is_err(), "{c:?} still works");
+    assert!(
+        Mqtt::connect(port, &c.cli, &c.usr, &c.pwd).await.is_err(),
+        "{c:?} still works"
+    );
 }
 
 async fn sim(node: &Node, request: &str) -> (u16, String) {
     let run = demo(node, CCM, &closing(request)).await;
-    responses(&run.stdout).into_iter().next().unwrap_or((0, String::new()))
+    responses(&run.stdout)
+        .into_iter()
+        .next()
+        .unwrap_or((0, String::new()))
 }
 
 async fn sim_creds(node: &Node, request: &str) -> Creds {
@@ -82,7 +99,13 @@ fn with_profile(device: &str, profile: &str) -> String {
 }
 
 async fn put_profile(node: &Node, name: &str, body: &str) {
-    let (code, answer) = node.admin("PUT", &format!("/v3/accounts/demo/profiles/{name}"), Some(body)).await;
+    let (code, answer) = node
+        .admin(
+            "PUT",
+            &format!("/v3/accounts/demo/profiles/{name}"),
+            Some(body),
+        )
+        .await;
     assert_eq!(code, 200, "{answer}");
 }
 
@@ -92,38 +115,93 @@ async fn issued_credentials_reach_exactly_the_devices_topics() {
     let port = s.broker.port();
     let mine = sim_creds(&s.node, &post("dev-1", DEMO_ICCID)).await;
     let mut session = device_session(port, &mine).await;
-    assert_eq!(session.publish("demo/sensor/device/dev-1", "{}").await, PubAckReason::Success);
-    for topic in ["demo/sensor/device/dev-2", "acme/sensor/device/dev-1", "demo/command/device/dev-1"] {
-        assert_eq!(session.publish(topic, "{}").await, PubAckReason::NotAuthorized, "{topic}");
+    assert_eq!(
+        session.publish("demo/sensor/device/dev-1", "{}").await,
+        PubAckReason::Success
+    );
+    for topic in [
+        "demo/sensor/device/dev-2",
+        "acme/sensor/device/dev-1",
+        "demo/command/device/dev-1",
+    ] {
+        assert_eq!(
+            session.publish(topic, "{}").await,
+            PubAckReason::NotAuthorized,
+            "{topic}"
+        );
     }
     for filter in ["demo/command/device/dev-1", "demo/command/device/all"] {
-        assert_eq!(session.subscribe(filter).await, SubscribeReasonCode::Success(QoS::AtLeastOnce));
+        assert_eq!(
+            session.subscribe(filter).await,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        );
     }
-    for filter in ["demo/command/device/dev-2", "demo/sensor/device/dev-1", "#", "demo/+/device/dev-1"] {
-        assert_eq!(session.subscribe(filter).await, SubscribeReasonCode::NotAuthorized, "{filter}");
+    for filter in [
+        "demo/command/device/dev-2",
+        "demo/sensor/device/dev-1",
+        "#",
+        "demo/+/device/dev-1",
+    ] {
+        assert_eq!(
+            session.subscribe(filter).await,
+            SubscribeReasonCode::NotAuthorized,
+            "{filter}"
+        );
     }
 
     // The same device id in another account is another client with its own topics.
     let acme_iccid = "8988000000000000042";
     let acme_key = [42u8; 16];
     assert_eq!(s.node.add_psk(acme_iccid, &acme_key, "acme").await, "1");
-    let run = openssl(s.node.sim_port(), acme_iccid, &hex::encode(acme_key), GCM, &[], &closing(&post("dev-1", acme_iccid))).await;
+    let run = openssl(
+        s.node.sim_port(),
+        acme_iccid,
+        &hex::encode(acme_key),
+        GCM,
+        &[],
+        &closing(&post("dev-1", acme_iccid)),
+    )
+    .await;
     let theirs = creds(&responses(&run.stdout)[0].1);
     assert_ne!((&theirs.cli, &theirs.usr), (&mine.cli, &mine.usr));
     let mut other = device_session(port, &theirs).await;
-    assert_eq!(other.publish("acme/sensor/device/dev-1", "{}").await, PubAckReason::Success);
-    assert_eq!(other.publish("demo/sensor/device/dev-1", "{}").await, PubAckReason::NotAuthorized);
+    assert_eq!(
+        other.publish("acme/sensor/device/dev-1", "{}").await,
+        PubAckReason::Success
+    );
+    assert_eq!(
+        other.publish("demo/sensor/device/dev-1", "{}").await,
+        PubAckReason::NotAuthorized
+    );
     // ...and both stay connected side by side.
-    assert_eq!(session.publish("demo/sensor/device/dev-1", "{}").await, PubAckReason::Success);
+    assert_eq!(
+        session.publish("demo/sensor/device/dev-1", "{}").await,
+        PubAckReason::Success
+    );
 }
 
 #[tokio::test]
 async fn every_expiration_strategy_end_to_end() {
     let mut s = with_broker().await;
     let port = s.broker.port();
-    put_profile(&s.node, "every", r#"{"expiration":{"strategy":"AT-EVERY-REQUEST"}}"#).await;
-    put_profile(&s.node, "after2", r#"{"expiration":{"strategy":"AFTER-X-REQUESTS","requests":2}}"#).await;
-    put_profile(&s.node, "timed", r#"{"expiration":{"strategy":"TIME-BASED","seconds":1}}"#).await;
+    put_profile(
+        &s.node,
+        "every",
+        r#"{"expiration":{"strategy":"AT-EVERY-REQUEST"}}"#,
+    )
+    .await;
+    put_profile(
+        &s.node,
+        "after2",
+        r#"{"expiration":{"strategy":"AFTER-X-REQUESTS","requests":2}}"#,
+    )
+    .await;
+    put_profile(
+        &s.node,
+        "timed",
+        r#"{"expiration":{"strategy":"TIME-BASED","seconds":1}}"#,
+    )
+    .await;
 
     // AT-EVERY-REQUEST: each GET a fresh password; the previous one stops working.
     let a = sim_creds(&s.node, &with_profile("e-1", "every")).await;
@@ -163,7 +241,10 @@ async fn every_expiration_strategy_end_to_end() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_psk-edge"))
         .args(["device", "rotate", "--account", "demo", "--device", "o-1"])
         .arg("--admin-url")
-        .arg(format!("https://127.0.0.1:{}", s.node.admin.rsplit(':').next().unwrap()))
+        .arg(format!(
+            "https://127.0.0.1:{}",
+            s.node.admin.rsplit(':').next().unwrap()
+        ))
         .arg("--data-dir")
         .arg(&s.node.data_dir)
         .env("PSK_EDGE_OPERATOR_KEY", OPERATOR_KEY)
@@ -171,7 +252,11 @@ async fn every_expiration_strategy_end_to_end() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     live.ended().await;
     refused(port, &a).await;
     let b = sim_creds(&s.node, &get("o-1", DEMO_ICCID)).await;
@@ -180,7 +265,13 @@ async fn every_expiration_strategy_end_to_end() {
 
     // The account's own strategy applies to devices without a profile that says otherwise.
     let body = r#"{"strategy":"AT-EVERY-REQUEST"}"#;
-    assert_eq!(s.node.admin("PUT", "/v3/accounts/demo/expiration", Some(body)).await.0, 200);
+    assert_eq!(
+        s.node
+            .admin("PUT", "/v3/accounts/demo/expiration", Some(body))
+            .await
+            .0,
+        200
+    );
     let c = sim_creds(&s.node, &get("o-1", DEMO_ICCID)).await;
     assert_ne!(c.pwd, b.pwd);
 }
@@ -190,14 +281,22 @@ async fn an_answer_not_sent_rotates_nothing() {
     let s = with_broker().await;
     let port = s.broker.port();
     let blob = "x".repeat(150);
-    let profile = format!(r#"{{"config":{{"blob":"{blob}"}},"expiration":{{"strategy":"AT-EVERY-REQUEST"}}}}"#);
+    let profile = format!(
+        r#"{{"config":{{"blob":"{blob}"}},"expiration":{{"strategy":"AT-EVERY-REQUEST"}}}}"#
+    );
     put_profile(&s.node, "big", &profile).await;
     let a = sim_creds(&s.node, &with_profile("big-1", "big")).await;
     device_session(port, &a).await;
 
     // Credentials plus a 150-byte config value are over 250 bytes: not sent, not rotated.
-    assert_eq!(sim(&s.node, &config_get("big-1", "blob")).await, (0, String::new()));
-    let warning = s.node.wait_log(|l| l.contains("WARN") && l.contains("over the SIM message limit")).await;
+    assert_eq!(
+        sim(&s.node, &config_get("big-1", "blob")).await,
+        (0, String::new())
+    );
+    let warning = s
+        .node
+        .wait_log(|l| l.contains("WARN") && l.contains("over the SIM message limit"))
+        .await;
     assert!(warning.contains("GET /v1/dev/big-1"), "{warning}");
     device_session(port, &a).await;
 
@@ -213,14 +312,23 @@ async fn profiles_and_config_shape_the_device() {
     let port = s.broker.port();
     let meter = r#"{"publish":["meters/{DEVICE_ID}/reading"],"subscribe":["meters/{DEVICE_ID}/set"],"config":{"broker-port":8883}}"#;
     put_profile(&s.node, "meter", meter).await;
-    let (code, list) = s.node.admin("GET", "/v3/accounts/demo/profiles", None).await;
+    let (code, list) = s
+        .node
+        .admin("GET", "/v3/accounts/demo/profiles", None)
+        .await;
     assert_eq!(code, 200);
     assert!(list.contains("meters/{DEVICE_ID}/reading"), "{list}");
 
     let c = sim_creds(&s.node, &with_profile("m-1", "meter")).await;
     let mut session = device_session(port, &c).await;
-    assert_eq!(session.publish("demo/meters/m-1/reading", "1").await, PubAckReason::Success);
-    assert_eq!(session.publish("demo/sensor/device/m-1", "1").await, PubAckReason::NotAuthorized);
+    assert_eq!(
+        session.publish("demo/meters/m-1/reading", "1").await,
+        PubAckReason::Success
+    );
+    assert_eq!(
+        session.publish("demo/sensor/device/m-1", "1").await,
+        PubAckReason::NotAuthorized
+    );
 
     let (code, body) = sim(&s.node, &config_get("m-1", "broker-port")).await;
     assert_eq!(code, 200);
@@ -232,23 +340,46 @@ async fn profiles_and_config_shape_the_device() {
 
     // Config set per device through the admin API.
     let path = "/v3/accounts/demo/devices/m-1/config/broker-host";
-    assert_eq!(s.node.admin("PUT", path, Some(r#""mqtt.example.com""#)).await.0, 200);
+    assert_eq!(
+        s.node
+            .admin("PUT", path, Some(r#""mqtt.example.com""#))
+            .await
+            .0,
+        200
+    );
     let (_, body) = sim(&s.node, &config_get("m-1", "broker-host")).await;
-    assert!(body.ends_with(r#","config":{"broker-host":"mqtt.example.com"}}"#), "{body}");
-    let (code, all) = s.node.admin("GET", "/v3/accounts/demo/devices/m-1/config", None).await;
+    assert!(
+        body.ends_with(r#","config":{"broker-host":"mqtt.example.com"}}"#),
+        "{body}"
+    );
+    let (code, all) = s
+        .node
+        .admin("GET", "/v3/accounts/demo/devices/m-1/config", None)
+        .await;
     assert_eq!(code, 200);
     assert!(all.contains("broker-host") && all.contains("8883"), "{all}");
     assert_eq!(s.node.admin("DELETE", path, None).await.0, 200);
     assert_eq!(sim(&s.node, &config_get("m-1", "broker-host")).await.0, 404);
-    assert_eq!(s.node.admin("GET", "/v3/accounts/nobody/profiles", None).await.0, 404);
+    assert_eq!(
+        s.node
+            .admin("GET", "/v3/accounts/nobody/profiles", None)
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
 async fn data_written_for_a_device_reaches_a_subscriber() {
     let s = with_broker().await;
     let url = s.broker.url();
-    let mut watcher = Mqtt::connect(s.broker.port(), "watcher", &url.username, &url.password).await.unwrap();
-    assert!(matches!(watcher.subscribe("demo/sensor/device/d-1").await, SubscribeReasonCode::Success(_)));
+    let mut watcher = Mqtt::connect(s.broker.port(), "watcher", &url.username, &url.password)
+        .await
+        .unwrap();
+    assert!(matches!(
+        watcher.subscribe("demo/sensor/device/d-1").await,
+        SubscribeReasonCode::Success(_)
+    ));
     sim_creds(&s.node, &post("d-1", DEMO_ICCID)).await;
     let body = r#"{"t":21.5}"#;
     let request = format!(
@@ -256,11 +387,22 @@ async fn data_written_for_a_device_reaches_a_subscriber() {
         body.len()
     );
     let run = demo(&s.node, CCM, &request).await;
-    assert_eq!(responses(&run.stdout), vec![(200, "1".to_owned())], "{}", run.stderr);
-    assert_eq!(&watcher.received("demo/sensor/device/d-1").await[..], body.as_bytes());
+    assert_eq!(
+        responses(&run.stdout),
+        vec![(200, "1".to_owned())],
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        &watcher.received("demo/sensor/device/d-1").await[..],
+        body.as_bytes()
+    );
     // Not for a device of another SIM, nor for one that does not exist.
     let request = request.replace("/d-1/", "/ghost/");
-    assert_eq!(responses(&demo(&s.node, CCM, &request).await.stdout)[0].0, 404);
+    assert_eq!(
+        responses(&demo(&s.node, CCM, &request).await.stdout)[0].0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -274,13 +416,18 @@ async fn a_device_created_while_the_broker_is_down_works_once_it_is_back() {
 
     let started = Instant::now();
     let late = sim_creds(&s.node, &post("late", DEMO_ICCID)).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "the SIM waited for a dead broker");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the SIM waited for a dead broker"
+    );
 
     let broker = ManagedMosquitto::start(&dir).await.unwrap();
     assert_eq!(broker.port(), port);
     device_session(port, &late).await;
     device_session(port, &before).await;
-    s.node.wait_log(|l| l.contains("broker reconciled") && l.contains("provisioned=1")).await;
+    s.node
+        .wait_log(|l| l.contains("broker reconciled") && l.contains("provisioned=1"))
+        .await;
 }
 
 #[tokio::test]
@@ -293,11 +440,19 @@ async fn up_runs_its_own_broker_or_says_there_is_none() {
     device_session(port, &c).await;
     node.stop().await;
     // The managed broker stops with `up`.
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let node = NodeBuilder::new(dir.path()).start().await;
     assert_eq!(node.mqtt, "none");
-    let said = node.log().lines().filter(|l| l.contains("not provisioned at any MQTT broker")).count();
+    let said = node
+        .log()
+        .lines()
+        .filter(|l| l.contains("not provisioned at any MQTT broker"))
+        .count();
     assert_eq!(said, 1);
 }

@@ -13,11 +13,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use zeroize::Zeroizing;
 
-
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// The node's admin port.
-    #[arg(long, env = "PSK_EDGE_ADMIN_URL", default_value = "https://127.0.0.1:8443")]
+    #[arg(
+        long,
+        env = "PSK_EDGE_ADMIN_URL",
+        default_value = "https://127.0.0.1:8443"
+    )]
     pub admin_url: String,
     /// The certificate (PEM) to trust for the admin port. Default: DATA_DIR/admin-cert.pem.
     #[arg(long)]
@@ -46,20 +49,29 @@ impl AdminClient {
             .rsplit_once(':')
             .map_or(Ok((authority, 443)), |(h, p)| p.parse().map(|p| (h, p)))
             .context("--admin-url has a bad port")?;
-        let ca = args.admin_ca.clone().unwrap_or_else(|| args.data_dir.join("admin-cert.pem"));
-        let pem = std::fs::read(&ca).with_context(|| format!("reading the admin certificate {}", ca.display()))?;
+        let ca = args
+            .admin_ca
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("admin-cert.pem"));
+        let pem = std::fs::read(&ca)
+            .with_context(|| format!("reading the admin certificate {}", ca.display()))?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&pem) {
             roots.add(cert?)?;
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let (key, secret) = operator_pair(args)?;
         let pair = Zeroizing::new(format!("{key}:{}", *secret));
         Ok(AdminClient {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             authorization: Zeroizing::new(format!(
@@ -70,12 +82,21 @@ impl AdminClient {
     }
 
     /// One request on a fresh connection; the status and the body.
-    pub async fn request(&self, method: &str, path: &str, body: Bytes) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .with_context(|| format!("connecting to the admin port {}:{}", self.host, self.port))?;
         let name = ServerName::try_from(self.host.clone())?;
-        let tls = self.tls.connect(name, tcp).await.context("TLS with the admin port")?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .context("TLS with the admin port")?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let request = http::Request::builder()
@@ -100,10 +121,10 @@ fn operator_pair(args: &AdminArgs) -> anyhow::Result<(String, Zeroizing<String>)
         return Ok((key, Zeroizing::new(secret)));
     }
     let path = args.data_dir.join("operator.secret");
-    let text = Zeroizing::new(
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("no PSK_EDGE_OPERATOR_KEY/_SECRET and no {}", path.display()))?,
-    );
+    let text =
+        Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
+            format!("no PSK_EDGE_OPERATOR_KEY/_SECRET and no {}", path.display())
+        })?);
     let Some((key, secret)) = text.trim().split_once(':') else {
         bail!("{} must hold KEY:SECRET", path.display());
     };

@@ -122,7 +122,10 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     let (mut parts, body) = req.into_parts();
     for (name, value) in &matched.params {
         let name = format!("spin-path-match-{}", name.replace('_', "-"));
-        if let (Ok(name), Ok(value)) = (header::HeaderName::try_from(name), header::HeaderValue::from_str(value)) {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::try_from(name),
+            header::HeaderValue::from_str(value),
+        ) {
             parts.headers.insert(name, value);
         }
     }

@@ -21,9 +21,15 @@ pub enum DeviceCommand {
 
 pub async fn device(command: DeviceCommand) -> anyhow::Result<()> {
     match command {
-        DeviceCommand::Rotate { account, device, admin } => {
+        DeviceCommand::Rotate {
+            account,
+            device,
+            admin,
+        } => {
             let path = format!("/v3/accounts/{account}/devices/{device}/rotate");
-            let (status, body) = AdminClient::new(&admin)?.request("POST", &path, Bytes::new()).await?;
+            let (status, body) = AdminClient::new(&admin)?
+                .request("POST", &path, Bytes::new())
+                .await?;
             if !status.is_success() {
                 anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
             }

@@ -60,7 +60,11 @@ impl Provisioner {
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer in time".to_owned(),
         };
-        tracing::warn!(account = account_id, device_id, "broker not updated now, will retry: {failure}");
+        tracing::warn!(
+            account = account_id,
+            device_id,
+            "broker not updated now, will retry: {failure}"
+        );
         self.wake.notify_one();
     }
 
@@ -72,9 +76,10 @@ impl Provisioner {
     }
 
     async fn provision(&self, device: &BrokerDevice) -> anyhow::Result<()> {
-        let password = self
-            .sealer
-            .open(&password_context(&device.account_id, &device.device_id), &device.sealed_password)?;
+        let password = self.sealer.open(
+            &password_context(&device.account_id, &device.device_id),
+            &device.sealed_password,
+        )?;
         let access = DeviceAccess {
             client_id: device.client_id.clone(),
             username: device.username.clone(),
@@ -115,9 +120,14 @@ impl Provisioner {
         Ok(done)
     }
 
-    /// Reconciles on every (re)connection to the broker and whenever a push failed.
-    pub async fn run(self: Arc<Self>, mut connections: watch::Receiver<u64>, shutdown: CancellationToken) {
-        let mut pending = false;
+    /// Reconciles at start, on every reconnection to the broker and whenever a push failed.
+    pub async fn run(
+        self: Arc<Self>,
+        mut connections: watch::Receiver<u64>,
+        shutdown: CancellationToken,
+    ) {
+        // The first connection may have happened before this task subscribed.
+        let mut pending = true;
         loop {
             if !pending {
                 tokio::select! {

@@ -235,7 +235,9 @@ impl Runtime {
         }
         let component = Component::new(&self.engine, bytes)?;
         std::fs::create_dir_all(dir)?;
-        let tmp = path.with_extension("tmp");
+        // Nodes sharing a cache may compile the same component at once: each writes
+        // its own temporary file and the rename makes one of them win whole.
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         std::fs::write(&tmp, component.serialize()?)?;
         std::fs::rename(&tmp, &path)?;
         Ok(component)
@@ -327,9 +329,11 @@ impl Runtime {
                 .and_then(|r: wasmtime::Result<_>| r)
                 .map_err(classify_trap)?
         };
-        tokio::time::timeout(wall, run)
+        let mut response = tokio::time::timeout(wall, run)
             .await
-            .map_err(|_| InvokeError::Deadline)?
+            .map_err(|_| InvokeError::Deadline)??;
+        response.effects = std::mem::take(&mut store.data_mut().caps.effects);
+        Ok(response)
     }
 }
 

@@ -143,13 +143,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     check_master_key(&store, &sealer, &key_source).await?;
 
     let broker = start_broker(&args, data_dir).await;
-    let provisioner = broker
-        .dynsec
-        .as_ref()
-        .map(|dynsec| Arc::new(Provisioner::new(dynsec.clone(), store.clone(), sealer.clone())));
+    let provisioner = broker.dynsec.as_ref().map(|dynsec| {
+        Arc::new(Provisioner::new(
+            dynsec.clone(),
+            store.clone(),
+            sealer.clone(),
+        ))
+    });
 
     let psks = Arc::new(PskCache::new()?);
-    let platform = Arc::new(Platform::new(store.clone(), sealer, psks.clone(), provisioner.clone()));
+    let platform = Arc::new(Platform::new(
+        store.clone(),
+        sealer,
+        psks.clone(),
+        provisioner.clone(),
+    ));
     let loaded = platform.load_psk_cache().await?;
     let demo_created = !args.no_demo && seed_demo(&platform).await?;
 
@@ -269,7 +277,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(
         sim = %sim_addr,
         admin = %admin_addr,
-        mqtt = broker.address,
+        mqtt = %broker.address,
         sims = node.psks.len(),
         loaded_at_start = loaded,
         demo_created,
@@ -315,7 +323,9 @@ struct BrokerSetup {
 /// credentials are not provisioned anywhere.
 async fn start_broker(args: &UpArgs, data_dir: &Path) -> BrokerSetup {
     let none = |why: &str| {
-        tracing::warn!("{why}: device credentials are issued but not provisioned at any MQTT broker");
+        tracing::warn!(
+            "{why}: device credentials are issued but not provisioned at any MQTT broker"
+        );
         BrokerSetup {
             dynsec: None,
             managed: None,
@@ -337,10 +347,19 @@ async fn start_broker(args: &UpArgs, data_dir: &Path) -> BrokerSetup {
     if !ManagedMosquitto::available() {
         return none("no mosquitto installed and no --mqtt-url given");
     }
-    match tokio::time::timeout(Duration::from_secs(5), ManagedMosquitto::start(&data_dir.join("mosquitto"))).await {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        ManagedMosquitto::start(&data_dir.join("mosquitto")),
+    )
+    .await
+    {
         Ok(Ok(managed)) => BrokerSetup {
             dynsec: Some(Arc::new(DynSec::connect(&managed.url()))),
-            description: format!("managed Mosquitto on 127.0.0.1:{} ({})", managed.port(), managed.dir().display()),
+            description: format!(
+                "managed Mosquitto on 127.0.0.1:{} ({})",
+                managed.port(),
+                managed.dir().display()
+            ),
             address: format!("127.0.0.1:{}", managed.port()),
             managed: Some(managed),
         },

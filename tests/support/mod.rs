@@ -84,7 +84,11 @@ impl NodeBuilder {
             .arg("--cache-dir")
             .arg(compile_cache())
             .args(&self.args)
-            .args(self.mqtt.clone().unwrap_or_else(|| vec!["--no-mqtt".into()]))
+            .args(
+                self.mqtt
+                    .clone()
+                    .unwrap_or_else(|| vec!["--no-mqtt".into()]),
+            )
             .env("RUST_LOG", "info")
             .env_remove("PSK_EDGE_MASTER_KEY")
             .env_remove("PSK_EDGE_MQTT_URL")
@@ -100,6 +104,23 @@ impl NodeBuilder {
     }
 
     pub async fn start(self) -> Node {
+        // The first node of a test binary may have to compile every component; the
+        // others wait for it and then load the compiled copies instead of all
+        // compiling at once on a small machine.
+        static FIRST: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        static WARMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let warming = if FIRST.initialized() {
+            None
+        } else {
+            Some(WARMING.lock().await)
+        };
+        let node = self.spawn().await;
+        let _ = FIRST.set(());
+        drop(warming);
+        node
+    }
+
+    async fn spawn(self) -> Node {
         let mut child = self.command().spawn().expect("spawn psk-edge");
         let output = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();

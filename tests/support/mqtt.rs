@@ -66,7 +66,10 @@ impl Mqtt {
         }
     }
 
-    pub async fn next<T>(&mut self, mut pick: impl FnMut(Packet) -> Option<T>) -> Result<T, String> {
+    pub async fn next<T>(
+        &mut self,
+        mut pick: impl FnMut(Packet) -> Option<T>,
+    ) -> Result<T, String> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -131,4 +134,3 @@ impl Mqtt {
         }
     }
 }
-

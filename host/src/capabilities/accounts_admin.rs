@@ -2,7 +2,7 @@
 
 use super::bindings::psk_edge::platform::accounts_admin::{Host, Profile};
 use super::registry::unavailable;
-use super::{CapError, Caller, CapabilityCtx, WitExpiration};
+use super::{Caller, CapError, CapabilityCtx, WitExpiration};
 use crate::identity::is_name;
 use crate::provisioning::password_context;
 use crate::secrets::random_token;
@@ -31,7 +31,9 @@ fn valid_template(template: &str) -> bool {
     let rest = template.replace("{DEVICE_ID}", "");
     (1..=MAX_TOPIC_LEN).contains(&template.len())
         && !template.starts_with('/')
-        && rest.bytes().all(|b| (0x20..0x7f).contains(&b) && !b"$+#{}".contains(&b))
+        && rest
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && !b"$+#{}".contains(&b))
 }
 
 fn valid_json(value: &str) -> bool {
@@ -45,11 +47,17 @@ fn valid_profile(p: &Profile) -> bool {
         && topics_ok(&p.publish)
         && topics_ok(&p.subscribe)
         && p.config.len() <= MAX_CONFIG
-        && p.config.iter().all(|(name, value)| is_name(name) && valid_json(value))
+        && p.config
+            .iter()
+            .all(|(name, value)| is_name(name) && valid_json(value))
 }
 
 fn found(found: bool) -> Result<(), CapError> {
-    if found { Ok(()) } else { Err(CapError::NotFound) }
+    if found {
+        Ok(())
+    } else {
+        Err(CapError::NotFound)
+    }
 }
 
 impl Host for CapabilityCtx {
@@ -61,28 +69,46 @@ impl Host for CapabilityCtx {
         Ok(async {
             self.admin(&account_id)?;
             let expiration = Expiration::from(expiration);
-            if matches!(expiration, Expiration::AfterXRequests(0) | Expiration::TimeBased(0)) {
+            if matches!(
+                expiration,
+                Expiration::AfterXRequests(0) | Expiration::TimeBased(0)
+            ) {
                 return Err(CapError::Invalid);
             }
             let store = &self.platform.store;
-            found(store.set_account_expiration(&account_id, expiration).await.map_err(|e| unavailable(&e))?)?;
+            found(
+                store
+                    .set_account_expiration(&account_id, expiration)
+                    .await
+                    .map_err(|e| unavailable(&e))?,
+            )?;
             tracing::info!(account = account_id, %expiration, "expiration strategy set");
             Ok(())
         }
         .await)
     }
 
-    async fn get_expiration(&mut self, account_id: String) -> wasmtime::Result<Result<WitExpiration, CapError>> {
+    async fn get_expiration(
+        &mut self,
+        account_id: String,
+    ) -> wasmtime::Result<Result<WitExpiration, CapError>> {
         Ok(async {
             self.admin(&account_id)?;
             let store = &self.platform.store;
-            let expiration = store.account_expiration(&account_id).await.map_err(|e| unavailable(&e))?;
+            let expiration = store
+                .account_expiration(&account_id)
+                .await
+                .map_err(|e| unavailable(&e))?;
             expiration.map(Into::into).ok_or(CapError::NotFound)
         }
         .await)
     }
 
-    async fn put_profile(&mut self, account_id: String, profile: Profile) -> wasmtime::Result<Result<(), CapError>> {
+    async fn put_profile(
+        &mut self,
+        account_id: String,
+        profile: Profile,
+    ) -> wasmtime::Result<Result<(), CapError>> {
         Ok(async {
             self.admin(&account_id)?;
             if !valid_profile(&profile) {
@@ -96,21 +122,37 @@ impl Host for CapabilityCtx {
                 expiration: profile.expiration.map(Into::into),
             };
             let store = &self.platform.store;
-            found(store.put_profile(&account_id, &row).await.map_err(|e| unavailable(&e))?)?;
+            found(
+                store
+                    .put_profile(&account_id, &row)
+                    .await
+                    .map_err(|e| unavailable(&e))?,
+            )?;
             tracing::info!(account = account_id, profile = row.name, "profile stored");
             Ok(())
         }
         .await)
     }
 
-    async fn list_profiles(&mut self, account_id: String) -> wasmtime::Result<Result<Vec<Profile>, CapError>> {
+    async fn list_profiles(
+        &mut self,
+        account_id: String,
+    ) -> wasmtime::Result<Result<Vec<Profile>, CapError>> {
         Ok(async {
             self.admin(&account_id)?;
             let store = &self.platform.store;
-            if store.account_expiration(&account_id).await.map_err(|e| unavailable(&e))?.is_none() {
+            if store
+                .account_expiration(&account_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .is_none()
+            {
                 return Err(CapError::NotFound);
             }
-            let rows = store.profiles(&account_id).await.map_err(|e| unavailable(&e))?;
+            let rows = store
+                .profiles(&account_id)
+                .await
+                .map_err(|e| unavailable(&e))?;
             Ok(rows
                 .into_iter()
                 .map(|row| Profile {
@@ -138,7 +180,12 @@ impl Host for CapabilityCtx {
                 return Err(CapError::Invalid);
             }
             let store = &self.platform.store;
-            found(store.set_config(&account_id, &device_id, &name, &value).await.map_err(|e| unavailable(&e))?)?;
+            found(
+                store
+                    .set_config(&account_id, &device_id, &name, &value)
+                    .await
+                    .map_err(|e| unavailable(&e))?,
+            )?;
             tracing::info!(account = account_id, device_id, name, "config property set");
             Ok(())
         }
@@ -154,8 +201,18 @@ impl Host for CapabilityCtx {
         Ok(async {
             self.admin(&account_id)?;
             let store = &self.platform.store;
-            found(store.delete_config(&account_id, &device_id, &name).await.map_err(|e| unavailable(&e))?)?;
-            tracing::info!(account = account_id, device_id, name, "config property deleted");
+            found(
+                store
+                    .delete_config(&account_id, &device_id, &name)
+                    .await
+                    .map_err(|e| unavailable(&e))?,
+            )?;
+            tracing::info!(
+                account = account_id,
+                device_id,
+                name,
+                "config property deleted"
+            );
             Ok(())
         }
         .await)
@@ -178,14 +235,21 @@ impl Host for CapabilityCtx {
         .await)
     }
 
-    async fn rotate_password(&mut self, account_id: String, device_id: String) -> wasmtime::Result<Result<(), CapError>> {
+    async fn rotate_password(
+        &mut self,
+        account_id: String,
+        device_id: String,
+    ) -> wasmtime::Result<Result<(), CapError>> {
         Ok(async {
             self.admin(&account_id)?;
             let platform = &self.platform;
             let password = random_token(24).map_err(|e| unavailable(&e))?;
             let sealed = platform
                 .sealer
-                .seal(&password_context(&account_id, &device_id), password.as_bytes())
+                .seal(
+                    &password_context(&account_id, &device_id),
+                    password.as_bytes(),
+                )
                 .map_err(|e| unavailable(&e))?;
             // Not yet handed to the SIM: it gets the new password with its next request.
             let revision = platform
@@ -194,7 +258,11 @@ impl Host for CapabilityCtx {
                 .await
                 .map_err(|e| unavailable(&e))?;
             found(revision.is_some())?;
-            tracing::info!(account = account_id, device_id, "password rotated on demand");
+            tracing::info!(
+                account = account_id,
+                device_id,
+                "password rotated on demand"
+            );
             platform.device_changed(&account_id, &device_id).await;
             Ok(())
         }
@@ -210,7 +278,16 @@ mod tests {
     fn templates_stay_exact_and_inside_the_namespace() {
         assert!(valid_template("sensor/device/{DEVICE_ID}"));
         assert!(valid_template("command/device/all"));
-        for bad in ["", "/abs", "a/+/b", "a/#", "$SYS/x", "a/{ACCOUNT}", "a\nb", &"x".repeat(201)] {
+        for bad in [
+            "",
+            "/abs",
+            "a/+/b",
+            "a/#",
+            "$SYS/x",
+            "a/{ACCOUNT}",
+            "a\nb",
+            &"x".repeat(201),
+        ] {
             assert!(!valid_template(bad), "{bad:?}");
         }
     }

@@ -28,7 +28,9 @@ mod bindings {
     });
 }
 
-pub use bindings::psk_edge::platform::types::{Credentials, Error as CapError, Expiration as WitExpiration};
+pub use bindings::psk_edge::platform::types::{
+    Credentials, Error as CapError, Expiration as WitExpiration,
+};
 
 /// Who the host authenticated for this request.
 #[derive(Clone, Debug)]
@@ -67,7 +69,12 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn new(store: Store, sealer: Sealer, psks: Arc<PskCache>, provisioner: Option<Arc<Provisioner>>) -> Self {
+    pub fn new(
+        store: Store,
+        sealer: Sealer,
+        psks: Arc<PskCache>,
+        provisioner: Option<Arc<Provisioner>>,
+    ) -> Self {
         Platform {
             store,
             sealer,

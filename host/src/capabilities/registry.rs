@@ -36,7 +36,10 @@ pub fn platform_default_profile() -> ProfileRow {
     ProfileRow {
         name: "default".into(),
         publish: vec![format!("sensor/device/{DEVICE_ID}")],
-        subscribe: vec![format!("command/device/{DEVICE_ID}"), "command/device/all".into()],
+        subscribe: vec![
+            format!("command/device/{DEVICE_ID}"),
+            "command/device/all".into(),
+        ],
         config: Vec::new(),
         expiration: None,
     }
@@ -66,15 +69,23 @@ impl Host for CapabilityCtx {
         if !is_name(&device_id) || profile.as_deref().is_some_and(|p| !is_name(p)) {
             return Ok(Err(CapError::Invalid));
         }
-        Ok(self.platform.create_device(sim, &device_id, profile.as_deref()).await)
+        Ok(self
+            .platform
+            .create_device(sim, &device_id, profile.as_deref())
+            .await)
     }
 
-    async fn device(&mut self, device_id: String) -> wasmtime::Result<Result<DeviceInfo, CapError>> {
+    async fn device(
+        &mut self,
+        device_id: String,
+    ) -> wasmtime::Result<Result<DeviceInfo, CapError>> {
         let sim = self.sim()?;
         let platform = &self.platform;
         Ok(async {
             let row = platform.own_device(sim, &device_id).await?;
-            let expiration = platform.expiration(&sim.account_id, row.profile.as_deref()).await?;
+            let expiration = platform
+                .expiration(&sim.account_id, row.profile.as_deref())
+                .await?;
             Ok(DeviceInfo {
                 credentials: platform.credentials(sim, &device_id, &row, None)?,
                 profile: row.profile,
@@ -104,9 +115,12 @@ impl Host for CapabilityCtx {
         } else {
             None
         };
-        let credentials = self
-            .platform
-            .credentials(&sim, &device_id, &row, fresh.as_ref().map(|(clear, _)| clear.as_str()));
+        let credentials = self.platform.credentials(
+            &sim,
+            &device_id,
+            &row,
+            fresh.as_ref().map(|(clear, _)| clear.as_str()),
+        );
         if credentials.is_ok() {
             self.effects.push(Effect::Served {
                 account_id: sim.account_id.clone(),
@@ -117,7 +131,11 @@ impl Host for CapabilityCtx {
         Ok(credentials)
     }
 
-    async fn config(&mut self, device_id: String, name: String) -> wasmtime::Result<Result<String, CapError>> {
+    async fn config(
+        &mut self,
+        device_id: String,
+        name: String,
+    ) -> wasmtime::Result<Result<String, CapError>> {
         let sim = self.sim()?;
         let platform = &self.platform;
         Ok(async {
@@ -132,7 +150,11 @@ impl Host for CapabilityCtx {
         .await)
     }
 
-    async fn publish_data(&mut self, device_id: String, payload: Vec<u8>) -> wasmtime::Result<Result<(), CapError>> {
+    async fn publish_data(
+        &mut self,
+        device_id: String,
+        payload: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), CapError>> {
         let sim = self.sim()?;
         let platform = &self.platform;
         Ok(async {
@@ -148,17 +170,28 @@ impl Host for CapabilityCtx {
                 .ok_or(CapError::NotFound)?;
             // A device's first publish topic is its sensor topic (the profile's order).
             let topic = device.publish.first().ok_or(CapError::Invalid)?;
-            provisioner.publish(topic, Bytes::from(payload)).await.map_err(|e| {
-                tracing::warn!(account = &*sim.account_id, device_id, "data not published: {e}");
-                CapError::Unavailable
-            })
+            provisioner
+                .publish(topic, Bytes::from(payload))
+                .await
+                .map_err(|e| {
+                    tracing::warn!(
+                        account = &*sim.account_id,
+                        device_id,
+                        "data not published: {e}"
+                    );
+                    CapError::Unavailable
+                })
         }
         .await)
     }
 }
 
 /// A new password in the clear (for the answer) and sealed (for the store).
-fn fresh_password(platform: &Platform, account_id: &str, device_id: &str) -> Result<(String, Vec<u8>), CapError> {
+fn fresh_password(
+    platform: &Platform,
+    account_id: &str,
+    device_id: &str,
+) -> Result<(String, Vec<u8>), CapError> {
     let clear = random_token(PASSWORD_LEN).map_err(|e| unavailable(&e))?;
     let sealed = platform
         .sealer
@@ -168,11 +201,24 @@ fn fresh_password(platform: &Platform, account_id: &str, device_id: &str) -> Res
 }
 
 impl Platform {
-    async fn create_device(&self, sim: &SimCaller, device_id: &str, profile: Option<&str>) -> Result<Credentials, CapError> {
+    async fn create_device(
+        &self,
+        sim: &SimCaller,
+        device_id: &str,
+        profile: Option<&str>,
+    ) -> Result<Credentials, CapError> {
         let account_id = &*sim.account_id;
         let template = self.profile_for_new_device(account_id, profile).await?;
-        let publish: Vec<String> = template.publish.iter().map(|t| topic(account_id, t, device_id)).collect();
-        let subscribe: Vec<String> = template.subscribe.iter().map(|t| topic(account_id, t, device_id)).collect();
+        let publish: Vec<String> = template
+            .publish
+            .iter()
+            .map(|t| topic(account_id, t, device_id))
+            .collect();
+        let subscribe: Vec<String> = template
+            .subscribe
+            .iter()
+            .map(|t| topic(account_id, t, device_id))
+            .collect();
         for _ in 0..CLASH_RETRIES {
             let client_id = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
             let username = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
@@ -191,7 +237,13 @@ impl Platform {
             };
             match self.store.create_device(&device).await {
                 Ok(()) => {
-                    tracing::info!(account = account_id, device_id, iccid = sim.iccid, profile, "device created");
+                    tracing::info!(
+                        account = account_id,
+                        device_id,
+                        iccid = sim.iccid,
+                        profile,
+                        "device created"
+                    );
                     self.device_changed(account_id, device_id).await;
                     return Ok(Credentials {
                         client_id,
@@ -209,7 +261,11 @@ impl Platform {
     }
 
     /// The named profile, else the account's `default`, else the platform's.
-    async fn profile_for_new_device(&self, account_id: &str, name: Option<&str>) -> Result<ProfileRow, CapError> {
+    async fn profile_for_new_device(
+        &self,
+        account_id: &str,
+        name: Option<&str>,
+    ) -> Result<ProfileRow, CapError> {
         let stored = self
             .store
             .profile(account_id, name.unwrap_or("default"))
@@ -223,7 +279,11 @@ impl Platform {
     }
 
     /// The profile's strategy if it has one, else the account's.
-    async fn expiration(&self, account_id: &str, profile: Option<&str>) -> Result<Expiration, CapError> {
+    async fn expiration(
+        &self,
+        account_id: &str,
+        profile: Option<&str>,
+    ) -> Result<Expiration, CapError> {
         if let Some(name) = profile
             && let Some(expiration) = self
                 .store
@@ -271,7 +331,10 @@ impl Platform {
             None => {
                 let clear = self
                     .sealer
-                    .open(&password_context(&sim.account_id, device_id), &row.sealed_password)
+                    .open(
+                        &password_context(&sim.account_id, device_id),
+                        &row.sealed_password,
+                    )
                     .map_err(|e| unavailable(&e))?;
                 String::from_utf8(clear.to_vec()).map_err(|_| CapError::Unavailable)?
             }
@@ -294,7 +357,11 @@ impl Platform {
             let result = match &new_password {
                 None => self.store.record_served(&account_id, &device_id).await,
                 // The answer that carried the new password is its first use.
-                Some(sealed) => self.store.set_password(&account_id, &device_id, sealed, 1).await.map(drop),
+                Some(sealed) => self
+                    .store
+                    .set_password(&account_id, &device_id, sealed, 1)
+                    .await
+                    .map(drop),
             };
             match result {
                 Ok(()) if new_password.is_some() => {
@@ -302,7 +369,11 @@ impl Platform {
                     self.device_changed(&account_id, &device_id).await;
                 }
                 Ok(()) => {}
-                Err(e) => tracing::error!(account = &*account_id, device_id, "answer sent but not recorded: {e}"),
+                Err(e) => tracing::error!(
+                    account = &*account_id,
+                    device_id,
+                    "answer sent but not recorded: {e}"
+                ),
             }
         }
     }

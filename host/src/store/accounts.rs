@@ -38,8 +38,12 @@ impl FromStr for Expiration {
         match (name, arg) {
             ("ON-DEMAND", None) => Ok(Expiration::OnDemand),
             ("AT-EVERY-REQUEST", None) => Ok(Expiration::AtEveryRequest),
-            ("AFTER-X-REQUESTS", Some(n)) => n.parse().map(Expiration::AfterXRequests).map_err(|_| bad()),
-            ("TIME-BASED", Some(secs)) => secs.parse().map(Expiration::TimeBased).map_err(|_| bad()),
+            ("AFTER-X-REQUESTS", Some(n)) => {
+                n.parse().map(Expiration::AfterXRequests).map_err(|_| bad())
+            }
+            ("TIME-BASED", Some(secs)) => {
+                secs.parse().map(Expiration::TimeBased).map_err(|_| bad())
+            }
             _ => Err(bad()),
         }
     }
@@ -63,16 +67,24 @@ fn parse_expiration(text: &str) -> Result<Expiration, StoreError> {
 
 impl Store {
     /// None when the account does not exist.
-    pub async fn account_expiration(&self, account_id: &str) -> Result<Option<Expiration>, StoreError> {
-        let text: Option<String> = sqlx::query_scalar("SELECT expiration FROM accounts WHERE id = ?")
-            .bind(account_id)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn account_expiration(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<Expiration>, StoreError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT expiration FROM accounts WHERE id = ?")
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await?;
         text.as_deref().map(parse_expiration).transpose()
     }
 
     /// False when the account does not exist.
-    pub async fn set_account_expiration(&self, account_id: &str, expiration: Expiration) -> Result<bool, StoreError> {
+    pub async fn set_account_expiration(
+        &self,
+        account_id: &str,
+        expiration: Expiration,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE accounts SET expiration = ? WHERE id = ?")
             .bind(expiration.to_string())
             .bind(account_id)
@@ -82,8 +94,16 @@ impl Store {
     }
 
     /// Creates or replaces; false when the account does not exist.
-    pub async fn put_profile(&self, account_id: &str, profile: &ProfileRow) -> Result<bool, StoreError> {
-        let config: Vec<[&str; 2]> = profile.config.iter().map(|(n, v)| [n.as_str(), v.as_str()]).collect();
+    pub async fn put_profile(
+        &self,
+        account_id: &str,
+        profile: &ProfileRow,
+    ) -> Result<bool, StoreError> {
+        let config: Vec<[&str; 2]> = profile
+            .config
+            .iter()
+            .map(|(n, v)| [n.as_str(), v.as_str()])
+            .collect();
         let done = sqlx::query(
             "INSERT INTO profiles (account_id, name, publish, subscribe, config, expiration)
              SELECT id, ?2, ?3, ?4, ?5, ?6 FROM accounts WHERE id = ?1
@@ -101,7 +121,11 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn profile(&self, account_id: &str, name: &str) -> Result<Option<ProfileRow>, StoreError> {
+    pub async fn profile(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<Option<ProfileRow>, StoreError> {
         let row = sqlx::query(
             "SELECT name, publish, subscribe, config, expiration FROM profiles WHERE account_id = ? AND name = ?",
         )
@@ -168,10 +192,26 @@ mod tests {
             }])
             .await
             .unwrap();
-        assert_eq!(store.account_expiration("a").await.unwrap(), Some(Expiration::OnDemand));
-        assert!(store.set_account_expiration("a", Expiration::TimeBased(5)).await.unwrap());
-        assert!(!store.set_account_expiration("zz", Expiration::TimeBased(5)).await.unwrap());
-        assert_eq!(store.account_expiration("a").await.unwrap(), Some(Expiration::TimeBased(5)));
+        assert_eq!(
+            store.account_expiration("a").await.unwrap(),
+            Some(Expiration::OnDemand)
+        );
+        assert!(
+            store
+                .set_account_expiration("a", Expiration::TimeBased(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_account_expiration("zz", Expiration::TimeBased(5))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.account_expiration("a").await.unwrap(),
+            Some(Expiration::TimeBased(5))
+        );
         let profile = ProfileRow {
             name: "meter".into(),
             publish: vec!["sensor/device/{DEVICE_ID}".into()],
@@ -181,7 +221,10 @@ mod tests {
         };
         assert!(store.put_profile("a", &profile).await.unwrap());
         assert!(!store.put_profile("zz", &profile).await.unwrap());
-        assert_eq!(store.profile("a", "meter").await.unwrap(), Some(profile.clone()));
+        assert_eq!(
+            store.profile("a", "meter").await.unwrap(),
+            Some(profile.clone())
+        );
         assert_eq!(store.profiles("a").await.unwrap(), vec![profile]);
         assert!(store.profile("a", "other").await.unwrap().is_none());
     }

@@ -105,11 +105,13 @@ impl Store {
         match inserted {
             Ok(_) => {}
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                return Err(if db.message().contains("client_id") || db.message().contains("username") {
-                    CreateDeviceError::NameClash
-                } else {
-                    CreateDeviceError::Exists
-                });
+                return Err(
+                    if db.message().contains("client_id") || db.message().contains("username") {
+                        CreateDeviceError::NameClash
+                    } else {
+                        CreateDeviceError::Exists
+                    },
+                );
             }
             Err(e) => return Err(StoreError::from(e).into()),
         }
@@ -127,7 +129,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn device(&self, account_id: &str, device_id: &str) -> Result<Option<DeviceRow>, StoreError> {
+    pub async fn device(
+        &self,
+        account_id: &str,
+        device_id: &str,
+    ) -> Result<Option<DeviceRow>, StoreError> {
         let row = sqlx::query(
             "SELECT iccid, client_id, username, password, profile, password_set_at, served
              FROM devices WHERE account_id = ? AND device_id = ?",
@@ -152,11 +158,13 @@ impl Store {
 
     /// One more credential answer reached the SIM with the current password.
     pub async fn record_served(&self, account_id: &str, device_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET served = served + 1 WHERE account_id = ? AND device_id = ?")
-            .bind(account_id)
-            .bind(device_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE devices SET served = served + 1 WHERE account_id = ? AND device_id = ?",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -182,8 +190,14 @@ impl Store {
         .await?)
     }
 
-    pub async fn broker_device(&self, account_id: &str, device_id: &str) -> Result<Option<BrokerDevice>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("{BROKER_COLUMNS} WHERE account_id = ? AND device_id = ?"));
+    pub async fn broker_device(
+        &self,
+        account_id: &str,
+        device_id: &str,
+    ) -> Result<Option<BrokerDevice>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{BROKER_COLUMNS} WHERE account_id = ? AND device_id = ?"
+        ));
         let row = sqlx::query(sql)
             .bind(account_id)
             .bind(device_id)
@@ -199,7 +213,12 @@ impl Store {
     }
 
     /// The broker has `revision` of the device (never moves backwards).
-    pub async fn mark_provisioned(&self, account_id: &str, device_id: &str, revision: i64) -> Result<(), StoreError> {
+    pub async fn mark_provisioned(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        revision: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE devices SET broker_revision = ?1
              WHERE account_id = ?2 AND device_id = ?3 AND broker_revision < ?1",
@@ -212,19 +231,28 @@ impl Store {
         Ok(())
     }
 
-    pub async fn config(&self, account_id: &str, device_id: &str, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?")
-                .bind(account_id)
-                .bind(device_id)
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
+    pub async fn config(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?",
         )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// None when the device does not exist.
-    pub async fn list_config(&self, account_id: &str, device_id: &str) -> Result<Option<Vec<(String, String)>>, StoreError> {
+    pub async fn list_config(
+        &self,
+        account_id: &str,
+        device_id: &str,
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
         if !self.device_exists(account_id, device_id).await? {
             return Ok(None);
         }
@@ -243,7 +271,13 @@ impl Store {
     }
 
     /// False when the device does not exist.
-    pub async fn set_config(&self, account_id: &str, device_id: &str, name: &str, value: &str) -> Result<bool, StoreError> {
+    pub async fn set_config(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO device_config (account_id, device_id, name, value)
              SELECT account_id, device_id, ?3, ?4 FROM devices WHERE account_id = ?1 AND device_id = ?2
@@ -258,25 +292,32 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn delete_config(&self, account_id: &str, device_id: &str, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?")
-            .bind(account_id)
-            .bind(device_id)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+    pub async fn delete_config(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn device_exists(&self, account_id: &str, device_id: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>("SELECT 1 FROM devices WHERE account_id = ? AND device_id = ?")
-                .bind(account_id)
-                .bind(device_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM devices WHERE account_id = ? AND device_id = ?",
         )
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
     }
 }
 
@@ -286,7 +327,12 @@ mod tests {
     use super::super::tests::temp_store;
     use super::*;
 
-    fn dev<'a>(account_id: &'a str, client_id: &'a str, username: &'a str, config: &'a [(String, String)]) -> NewDevice<'a> {
+    fn dev<'a>(
+        account_id: &'a str,
+        client_id: &'a str,
+        username: &'a str,
+        config: &'a [(String, String)],
+    ) -> NewDevice<'a> {
         NewDevice {
             account_id,
             device_id: "d",
@@ -308,49 +354,99 @@ mod tests {
             account_id: account.into(),
             sealed_psk: vec![1],
         };
-        store.apply_psk_writes(&[sim("1", "a"), sim("2", "b")]).await.unwrap();
+        store
+            .apply_psk_writes(&[sim("1", "a"), sim("2", "b")])
+            .await
+            .unwrap();
         (store, dir)
     }
 
     #[tokio::test]
     async fn device_ids_are_unique_per_account_and_names_per_broker() {
         let (store, _dir) = with_accounts().await;
-        store.create_device(&dev("a", "c1", "u1", &[])).await.unwrap();
-        assert!(matches!(store.create_device(&dev("a", "c2", "u2", &[])).await, Err(CreateDeviceError::Exists)));
-        assert!(matches!(store.create_device(&dev("b", "c1", "u3", &[])).await, Err(CreateDeviceError::NameClash)));
-        store.create_device(&dev("b", "c3", "u3", &[])).await.unwrap();
-        assert_eq!(store.device("a", "d").await.unwrap().unwrap().client_id, "c1");
+        store
+            .create_device(&dev("a", "c1", "u1", &[]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_device(&dev("a", "c2", "u2", &[])).await,
+            Err(CreateDeviceError::Exists)
+        ));
+        assert!(matches!(
+            store.create_device(&dev("b", "c1", "u3", &[])).await,
+            Err(CreateDeviceError::NameClash)
+        ));
+        store
+            .create_device(&dev("b", "c3", "u3", &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.device("a", "d").await.unwrap().unwrap().client_id,
+            "c1"
+        );
         assert!(store.device("c", "d").await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn rotation_bumps_the_revision_the_broker_follows() {
         let (store, _dir) = with_accounts().await;
-        store.create_device(&dev("a", "c1", "u1", &[])).await.unwrap();
+        store
+            .create_device(&dev("a", "c1", "u1", &[]))
+            .await
+            .unwrap();
         let before = store.broker_device("a", "d").await.unwrap().unwrap();
         assert_eq!((before.revision, before.broker_revision), (1, 0));
         store.record_served("a", "d").await.unwrap();
         assert_eq!(store.device("a", "d").await.unwrap().unwrap().served, 1);
-        let revision = store.set_password("a", "d", b"y", 1).await.unwrap().unwrap();
+        let revision = store
+            .set_password("a", "d", b"y", 1)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(revision, 2);
         store.mark_provisioned("a", "d", 2).await.unwrap();
         store.mark_provisioned("a", "d", 1).await.unwrap();
         let after = store.broker_device("a", "d").await.unwrap().unwrap();
-        assert_eq!((after.revision, after.broker_revision, after.sealed_password), (2, 2, b"y".to_vec()));
-        assert!(store.set_password("a", "nope", b"z", 0).await.unwrap().is_none());
+        assert_eq!(
+            (after.revision, after.broker_revision, after.sealed_password),
+            (2, 2, b"y".to_vec())
+        );
+        assert!(
+            store
+                .set_password("a", "nope", b"z", 0)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn config_belongs_to_an_existing_device() {
         let (store, _dir) = with_accounts().await;
         let initial = [("broker-port".to_owned(), "8883".to_owned())];
-        store.create_device(&dev("a", "c1", "u1", &initial)).await.unwrap();
-        assert_eq!(store.config("a", "d", "broker-port").await.unwrap().as_deref(), Some("8883"));
+        store
+            .create_device(&dev("a", "c1", "u1", &initial))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .config("a", "d", "broker-port")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("8883")
+        );
         assert!(store.set_config("a", "d", "ca", "\"pem\"").await.unwrap());
         assert!(store.set_config("a", "d", "ca", "\"pem2\"").await.unwrap());
         assert!(!store.set_config("a", "ghost", "ca", "1").await.unwrap());
         let all = store.list_config("a", "d").await.unwrap().unwrap();
-        assert_eq!(all, vec![("broker-port".into(), "8883".into()), ("ca".into(), "\"pem2\"".into())]);
+        assert_eq!(
+            all,
+            vec![
+                ("broker-port".into(), "8883".into()),
+                ("ca".into(), "\"pem2\"".into())
+            ]
+        );
         assert!(store.list_config("a", "ghost").await.unwrap().is_none());
         assert!(store.delete_config("a", "d", "ca").await.unwrap());
         assert!(!store.delete_config("a", "d", "ca").await.unwrap());
