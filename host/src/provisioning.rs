@@ -18,7 +18,7 @@ use crate::broker::{Broker, BrokerError, DeviceAccess};
 use crate::secrets::Sealer;
 use crate::store::{BrokerDevice, Store};
 
-/// How long a request may wait for the broker before the reconciler takes over.
+/// How long a push may wait for the broker before the reconciler takes over.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before retrying a reconcile that failed while the broker stayed connected.
 const RETRY: Duration = Duration::from_secs(5);
@@ -39,6 +39,9 @@ pub struct Provisioner {
     store: Store,
     sealer: Sealer,
     wake: Notify,
+    /// One push or reconcile at a time: each reads the store and writes the broker
+    /// under it, so an older read can never overwrite a newer one at the broker.
+    order: tokio::sync::Mutex<()>,
 }
 
 impl Provisioner {
@@ -48,12 +51,20 @@ impl Provisioner {
             store,
             sealer,
             wake: Notify::new(),
+            order: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Pushes the device's current state now. A broker that is down or slow never
-    /// fails the caller: the device stays marked as behind and the reconciler retries.
-    pub async fn device_changed(&self, account_id: &str, device_id: &str) {
+    /// Pushes the device's current state in the background: the caller (a SIM
+    /// waiting for its answer) never waits for the broker. When the push fails the
+    /// device stays marked as behind and the reconciler retries.
+    pub fn device_changed(self: &Arc<Self>, account_id: &str, device_id: &str) {
+        let (this, account_id, device_id) =
+            (self.clone(), account_id.to_owned(), device_id.to_owned());
+        tokio::spawn(async move { this.push_now(&account_id, &device_id).await });
+    }
+
+    async fn push_now(&self, account_id: &str, device_id: &str) {
         let result = tokio::time::timeout(PUSH_TIMEOUT, self.push(account_id, device_id)).await;
         let failure = match result {
             Ok(Ok(())) => return,
@@ -69,6 +80,7 @@ impl Provisioner {
     }
 
     async fn push(&self, account_id: &str, device_id: &str) -> anyhow::Result<()> {
+        let _order = self.order.lock().await;
         let Some(device) = self.store.broker_device(account_id, device_id).await? else {
             return Ok(());
         };
@@ -101,6 +113,7 @@ impl Provisioner {
     /// Removes what the broker has and the store does not, pushes what the broker
     /// lacks or has an older revision of, and leaves the rest alone.
     pub async fn reconcile(&self) -> anyhow::Result<Reconciled> {
+        let _order = self.order.lock().await;
         let devices = self.store.broker_devices().await?;
         let at_broker: HashSet<String> = self.broker.managed_clients().await?.into_iter().collect();
         let wanted: HashSet<&str> = devices.iter().map(|d| d.username.as_str()).collect();
@@ -159,5 +172,86 @@ impl Provisioner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::broker::{DynSec, ManagedMosquitto};
+    use crate::store::{NewDevice, PskWrite};
+
+    /// Prints what a reconcile costs with N devices (`PSK_EDGE_MEASURE_DEVICES`, default
+    /// 1000): a full push into an empty broker, then a reconcile with nothing to do.
+    /// `cargo test --lib provisioning::tests::measure_reconcile -- --ignored --nocapture`
+    #[tokio::test]
+    #[ignore]
+    async fn measure_reconcile() {
+        if !ManagedMosquitto::available() {
+            return eprintln!("skipped: mosquitto is not installed");
+        }
+        let count: usize = std::env::var("PSK_EDGE_MEASURE_DEVICES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        let (store, dir) = crate::store::tests::temp_store().await;
+        let sealer = Sealer::new(&[3; 32]);
+        store
+            .apply_psk_writes(&[PskWrite::Upsert {
+                iccid: "1".into(),
+                account_id: "m".into(),
+                sealed_psk: vec![1],
+            }])
+            .await
+            .unwrap();
+        for i in 0..count {
+            let id = format!("d{i}");
+            let sealed = sealer
+                .seal(&password_context("m", &id), b"password")
+                .unwrap();
+            let topics = [format!("m/sensor/device/{id}")];
+            let subscribe = [
+                format!("m/command/device/{id}"),
+                "m/command/device/all".to_owned(),
+            ];
+            store
+                .create_device(&NewDevice {
+                    account_id: "m",
+                    device_id: &id,
+                    iccid: "1",
+                    client_id: &format!("c{i}"),
+                    username: &format!("u{i}"),
+                    sealed_password: &sealed,
+                    profile: None,
+                    publish: &topics,
+                    subscribe: &subscribe,
+                    config: &[],
+                })
+                .await
+                .unwrap();
+        }
+        let broker = ManagedMosquitto::start(&dir.path().join("broker"))
+            .await
+            .unwrap();
+        let dynsec = Arc::new(DynSec::connect(&broker.url()));
+        assert!(dynsec.wait_connected(Duration::from_secs(10)).await);
+        let provisioner = Provisioner::new(dynsec, store, sealer);
+        let started = Instant::now();
+        let full = provisioner.reconcile().await.unwrap();
+        let full_time = started.elapsed();
+        let started = Instant::now();
+        let noop = provisioner.reconcile().await.unwrap();
+        let noop_time = started.elapsed();
+        assert_eq!((full.provisioned, noop.unchanged), (count, count));
+        println!(
+            "{count} devices: full reconcile (all pushed) {:.2} s = {:.1} ms per device; \
+             reconcile with nothing to do {:.1} ms",
+            full_time.as_secs_f64(),
+            full_time.as_secs_f64() * 1000.0 / count as f64,
+            noop_time.as_secs_f64() * 1000.0
+        );
+        broker.stop().await;
     }
 }

@@ -263,7 +263,7 @@ impl Host for CapabilityCtx {
                 device_id,
                 "password rotated on demand"
             );
-            platform.device_changed(&account_id, &device_id).await;
+            platform.device_changed(&account_id, &device_id);
             Ok(())
         }
         .await)

@@ -85,9 +85,9 @@ impl Platform {
     }
 
     /// Tells the broker about a device's new state, if there is a broker.
-    async fn device_changed(&self, account_id: &str, device_id: &str) {
+    fn device_changed(&self, account_id: &str, device_id: &str) {
         if let Some(provisioner) = &self.provisioner {
-            provisioner.device_changed(account_id, device_id).await;
+            provisioner.device_changed(account_id, device_id);
         }
     }
 }

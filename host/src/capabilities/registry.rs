@@ -244,7 +244,7 @@ impl Platform {
                         profile,
                         "device created"
                     );
-                    self.device_changed(account_id, device_id).await;
+                    self.device_changed(account_id, device_id);
                     return Ok(Credentials {
                         client_id,
                         username,
@@ -366,7 +366,7 @@ impl Platform {
             match result {
                 Ok(()) if new_password.is_some() => {
                     tracing::info!(account = &*account_id, device_id, "password rotated");
-                    self.device_changed(&account_id, &device_id).await;
+                    self.device_changed(&account_id, &device_id);
                 }
                 Ok(()) => {}
                 Err(e) => tracing::error!(
