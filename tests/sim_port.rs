@@ -4,9 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use psk_edge::wolfssl::{self, ClientConfig, KeyExchange};
 use support::*;
-use zeroize::Zeroizing;
 
 async fn node() -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -165,52 +163,6 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     );
 }
 
-async fn wolf(
-    node: &Node,
-    identity: &[u8],
-    key: &[u8],
-    kex: KeyExchange,
-) -> Result<wolfssl::TlsStream, wolfssl::TlsError> {
-    let tcp = tokio::net::TcpStream::connect(&node.sim).await.unwrap();
-    wolfssl::connect(
-        tcp,
-        &ClientConfig {
-            identity: identity.to_vec(),
-            key: Zeroizing::new(key.to_vec()),
-            cipher_list: "TLS13-AES128-CCM-SHA256".into(),
-            key_exchange: kex,
-        },
-    )
-    .await
-}
-
-async fn exchange(stream: &mut wolfssl::TlsStream, request: &str) -> Vec<(u16, String)> {
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if got.len() >= end + 4 + len {
-                break;
-            }
-        }
-    }
-    responses(&String::from_utf8_lossy(&got))
-}
-
 #[tokio::test]
 async fn bcd_identity_with_zero_bytes_maps_to_its_iccid() {
     let (node, _dir) = node().await;
@@ -270,14 +222,6 @@ async fn the_message_limit_holds_both_ways() {
     // ...and the connection is closed after it.
     let mut buf = [0u8; 8];
     assert_eq!(s.read(&mut buf).await.unwrap_or(0), 0);
-}
-
-/// The demo SIM over the wolfSSL-side test client.
-async fn demo_wolf(node: &Node) -> wolfssl::TlsStream {
-    let psk = hex::decode(DEMO_PSK_HEX).unwrap();
-    wolf(node, DEMO_ICCID.as_bytes(), &psk, KeyExchange::Both)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

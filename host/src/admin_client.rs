@@ -38,7 +38,7 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// Operator pair from PSK_EDGE_OPERATOR_KEY/_SECRET, else DATA_DIR/operator.secret.
+    /// Credentials: see [`operator_pair`].
     pub fn new(args: &AdminArgs) -> anyhow::Result<Self> {
         let authority = args
             .admin_url
@@ -113,7 +113,15 @@ impl AdminClient {
     }
 }
 
+/// A tenant key (PSK_EDGE_API_KEY/_SECRET), else the operator pair from the
+/// environment, else DATA_DIR/operator.secret.
 fn operator_pair(args: &AdminArgs) -> anyhow::Result<(String, Zeroizing<String>)> {
+    if let (Ok(key), Ok(secret)) = (
+        std::env::var("PSK_EDGE_API_KEY"),
+        std::env::var("PSK_EDGE_API_SECRET"),
+    ) {
+        return Ok((key, Zeroizing::new(secret)));
+    }
     if let (Ok(key), Ok(secret)) = (
         std::env::var("PSK_EDGE_OPERATOR_KEY"),
         std::env::var("PSK_EDGE_OPERATOR_SECRET"),

@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 use crate::capabilities::Caller;
 use crate::node::{Node, accept_loop};
 use crate::router::{Listener, Lookup};
+use crate::tenant_api;
+use sha2::Digest as _;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -91,17 +93,40 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     if path == "/healthz" && req.method() == Method::GET {
         return text(StatusCode::OK, "ok");
     }
-    if !authorized(node, &req) {
+    let Some(caller) = principal(node, &req).await else {
         let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized");
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Basic realm=\"psk-edge\", charset=\"UTF-8\""),
         );
         return response;
-    }
+    };
     if path.starts_with("/v3/sys/") && !node.admin.allows(peer.ip()) {
         tracing::warn!(%peer, path, "refused: address not on the /v3/sys/ allow-list");
         return text(StatusCode::FORBIDDEN, "forbidden");
+    }
+    let api = tenant_api::Api::parse(&path);
+    if !may_access(&caller, &path, api.as_ref()) {
+        return text(StatusCode::FORBIDDEN, "forbidden");
+    }
+    if let Some(api) = api {
+        let method = req.method().clone();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let body = match Limited::new(req.into_body(), tenant_api::MAX_COMPONENT)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        };
+        let answer = tenant_api::handle(node, &caller, api, &method, &query, body).await;
+        let mut response = Response::new(Full::new(Bytes::from(answer.body.to_string())).boxed());
+        *response.status_mut() = answer.status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        return response;
     }
     let matched = match node
         .routes
@@ -137,7 +162,7 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
         .runtime
         .invoke(
             &component,
-            Caller::Operator,
+            caller,
             Request::from_parts(parts, body),
             node.admin_limits,
         )
@@ -163,29 +188,49 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     }
 }
 
-fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
-    let Some(value) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(encoded) = value
+/// Who the request's HTTP Basic credentials name: the operator pair, or one of an
+/// account's tenant keys. None: missing or wrong.
+async fn principal(node: &Node, req: &Request<Incoming>) -> Option<Caller> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
         .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
-        return false;
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?,
+    );
+    let (key, secret) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    if node.admin.operator.verify(key, secret) {
+        return Some(Caller::Operator);
+    }
+    let (account, digest) = match node.platform.store.tenant_key(key).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!("tenant key lookup failed: {e}");
+            return None;
+        }
     };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let decoded = zeroize::Zeroizing::new(decoded);
-    let Ok(pair) = std::str::from_utf8(&decoded) else {
-        return false;
-    };
-    pair.split_once(':')
-        .is_some_and(|(key, secret)| node.admin.operator.verify(key, secret))
+    let given = sha2::Sha256::digest(secret.as_bytes());
+    bool::from(subtle::ConstantTimeEq::ct_eq(&given[..], &digest[..]))
+        .then(|| Caller::Tenant(account.into()))
+}
+
+/// The operator reaches everything; a tenant key only its own account's resources
+/// under `/v3/accounts/{account}/`, and not what the operator hands out (keys).
+fn may_access(caller: &Caller, path: &str, api: Option<&tenant_api::Api>) -> bool {
+    match caller {
+        Caller::Operator => true,
+        Caller::Tenant(account) => {
+            let own = path
+                .strip_prefix("/v3/accounts/")
+                .and_then(|rest| rest.split('/').next())
+                .is_some_and(|a| a == &**account);
+            own && !api.is_some_and(tenant_api::Api::operator_only)
+        }
+        Caller::Sim(_) => false,
+    }
 }
 
 /// Streams an NDJSON body through the component in batches of `batch` lines and

@@ -19,6 +19,134 @@ pub enum DeviceCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum FunctionCommand {
+    /// Upload a component for one of an account's SIM routes and (unless
+    /// --no-activate) serve it from the next request on.
+    Deploy {
+        #[arg(long)]
+        account: String,
+        /// device-create, device-credentials or device-data.
+        #[arg(long)]
+        route: String,
+        /// Store the version without serving it.
+        #[arg(long)]
+        no_activate: bool,
+        /// The component (.wasm).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Serve a stored version (a rollback is activating an earlier one).
+    Activate {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List a route's versions and the active one.
+    List {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        route: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account (idempotent).
+    Create {
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Create a tenant API key for an account; the secret is shown once.
+    Key {
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Sends one request and prints the JSON answer; a non-2xx status is an error.
+async fn call(admin: &AdminArgs, method: &str, path: &str, body: Bytes) -> anyhow::Result<()> {
+    let (status, answer) = AdminClient::new(admin)?.request(method, path, body).await?;
+    let text = String::from_utf8_lossy(&answer);
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", text.trim());
+    }
+    println!("{}", text.trim());
+    Ok(())
+}
+
+pub async fn function(command: FunctionCommand) -> anyhow::Result<()> {
+    match command {
+        FunctionCommand::Deploy {
+            account,
+            route,
+            no_activate,
+            file,
+            admin,
+        } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let query = if no_activate { "?activate=false" } else { "" };
+            let path = format!("/v3/accounts/{account}/functions/{route}{query}");
+            call(&admin, "PUT", &path, bytes.into()).await
+        }
+        FunctionCommand::Activate {
+            account,
+            route,
+            version,
+            admin,
+        } => {
+            let body = serde_json::json!({ "version": version }).to_string();
+            let path = format!("/v3/accounts/{account}/functions/{route}/activate");
+            call(&admin, "POST", &path, body.into()).await
+        }
+        FunctionCommand::List {
+            account,
+            route,
+            admin,
+        } => {
+            call(
+                &admin,
+                "GET",
+                &format!("/v3/accounts/{account}/functions/{route}"),
+                Bytes::new(),
+            )
+            .await
+        }
+    }
+}
+
+pub async fn account(command: AccountCommand) -> anyhow::Result<()> {
+    match command {
+        AccountCommand::Create { account, admin } => {
+            let body = serde_json::json!({ "accountId": account }).to_string();
+            call(&admin, "POST", "/v3/accounts", body.into()).await
+        }
+        AccountCommand::Key { account, admin } => {
+            call(
+                &admin,
+                "POST",
+                &format!("/v3/accounts/{account}/keys"),
+                Bytes::new(),
+            )
+            .await
+        }
+    }
+}
+
 pub async fn device(command: DeviceCommand) -> anyhow::Result<()> {
     match command {
         DeviceCommand::Rotate {

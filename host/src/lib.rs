@@ -15,5 +15,6 @@ pub mod runtime;
 pub mod secrets;
 pub mod sim_port;
 pub mod store;
+pub mod tenant_api;
 pub mod up;
 pub mod wolfssl;

@@ -21,6 +21,12 @@ enum Command {
     /// Act on a device through a running node's admin API.
     #[command(subcommand)]
     Device(psk_edge::commands::DeviceCommand),
+    /// Tenant functions: deploy, activate (roll back), list, through the admin API.
+    #[command(subcommand)]
+    Function(psk_edge::commands::FunctionCommand),
+    /// Accounts and their tenant keys, through the admin API.
+    #[command(subcommand)]
+    Account(psk_edge::commands::AccountCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +53,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => psk_edge::up::run(*args).await,
             Command::Device(command) => psk_edge::commands::device(command).await,
+            Command::Function(command) => psk_edge::commands::function(command).await,
+            Command::Account(command) => psk_edge::commands::account(command).await,
         }
     });
     match result {

@@ -24,6 +24,8 @@ pub struct Node {
     pub sim_limits: CallLimits,
     pub admin_limits: CallLimits,
     pub admin: AdminAccess,
+    /// The SIM-port functions an account may replace with its own.
+    pub tenant_routes: Vec<String>,
 }
 
 /// Accepts connections until `shutdown` is cancelled, each served by its own tracked task.

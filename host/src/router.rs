@@ -129,6 +129,19 @@ impl RouteTable {
         Ok(RouteTable { routes, components })
     }
 
+    /// The components that serve routes of `listener`, each once.
+    pub fn components_on(&self, listener: Listener) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.listener == listener)
+            .map(|r| r.component.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     pub fn lookup<'a>(&'a self, listener: Listener, method: &str, path: &'a str) -> Lookup<'a> {
         let mut path_matched = false;
         for route in self.routes.iter().filter(|r| r.listener == listener) {

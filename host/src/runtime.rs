@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::capabilities::{self, Caller, CapabilityCtx, Effect, Platform};
+use crate::store::AccountLimits;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -42,6 +45,8 @@ pub struct RuntimeConfig {
     /// Upper bound of any [`CallLimits::memory_bytes`]: the pool reserves this much
     /// address space per slot (not memory), so it can be generous.
     pub max_memory_bytes: usize,
+    /// Where compiled components are kept, keyed by content and engine.
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,16 +63,51 @@ pub enum InvokeError {
     Trap(wasmtime::Error),
 }
 
-struct Loaded {
+/// A component ready to instantiate; requests in flight keep theirs alive through a swap.
+pub struct Loaded {
     id: Arc<str>,
     pre: ServicePre<RequestState>,
 }
 
+/// What an account has changed for itself: its functions (by route) and limits.
+#[derive(Default, Clone)]
+struct Tenant {
+    functions: HashMap<String, Arc<Loaded>>,
+    limits: AccountLimits,
+}
+
+/// A validated tenant component.
+pub struct Prepared {
+    pub loaded: Arc<Loaded>,
+    /// The wasi:http handler interface it exports.
+    pub interface: String,
+}
+
+/// Interfaces a tenant component may not import, and why.
+const FORBIDDEN_IMPORTS: &[(&str, &str)] = &[
+    ("wasi:filesystem/", "no filesystem"),
+    ("wasi:sockets/", "no sockets"),
+    ("psk-edge:platform/psk-admin", "psk-admin is the operator's"),
+    (
+        "psk-edge:platform/accounts-admin",
+        "accounts-admin is not for functions",
+    ),
+];
+
 pub struct Runtime {
     engine: Engine,
-    components: HashMap<String, Loaded>,
+    components: HashMap<String, Arc<Loaded>>,
+    /// Swapped whole on every change, so a request sees one consistent table.
+    tenants: ArcSwap<HashMap<String, Arc<Tenant>>>,
+    /// Serialises changes to `tenants` (read-copy-update).
+    tenant_changes: parking_lot::Mutex<()>,
     platform: Arc<Platform>,
     slots: Semaphore,
+    cache_dir: Option<PathBuf>,
+    max_memory_bytes: usize,
+    /// Failed calls by (account, function, kind), for `/metrics`.
+    failures: parking_lot::Mutex<std::collections::BTreeMap<(String, String, &'static str), u64>>,
+    calls: std::sync::atomic::AtomicU64,
 }
 
 /// What one request's store holds: WASI with no files, no sockets and no
@@ -167,8 +207,14 @@ impl Runtime {
         Ok(Runtime {
             engine,
             components: HashMap::new(),
+            tenants: ArcSwap::default(),
+            tenant_changes: parking_lot::Mutex::new(()),
             platform,
             slots: Semaphore::new(n as usize),
+            cache_dir: config.cache_dir.clone(),
+            max_memory_bytes: config.max_memory_bytes,
+            failures: parking_lot::Mutex::default(),
+            calls: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -182,35 +228,142 @@ impl Runtime {
         Ok(linker)
     }
 
-    /// Compiles (or loads from the cache) and pre-instantiates a component. Fails if
-    /// it is not a wasi:http 0.3 handler or imports anything the host does not provide.
-    pub fn load(
-        &mut self,
-        id: &str,
-        bytes: &[u8],
-        cache_dir: Option<&Path>,
-    ) -> wasmtime::Result<()> {
-        let component = self.compile(bytes, cache_dir)?;
-        let pre = self
-            .linker()?
-            .instantiate_pre(&component)
-            .with_context(|| {
-                format!("component {id} imports something the host does not provide")
-            })?;
-        let pre = ServicePre::new(pre)
-            .with_context(|| format!("component {id} is not a wasi:http/handler@0.3 service"))?;
-        self.components.insert(
-            id.to_owned(),
-            Loaded {
-                id: Arc::from(id),
-                pre,
-            },
-        );
+    /// Compiles (or loads from the cache) and pre-instantiates one of the platform's
+    /// components. Fails if it is not a wasi:http 0.3 handler or imports anything the
+    /// host does not provide.
+    pub fn load(&mut self, id: &str, bytes: &[u8]) -> wasmtime::Result<()> {
+        let component = self.compile(bytes)?;
+        let loaded = self.pre_instantiate(id, &component)?;
+        self.components.insert(id.to_owned(), Arc::new(loaded));
         Ok(())
     }
 
-    fn compile(&self, bytes: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<Component> {
-        let Some(dir) = cache_dir else {
+    fn pre_instantiate(&self, id: &str, component: &Component) -> wasmtime::Result<Loaded> {
+        let pre = self.linker()?.instantiate_pre(component).with_context(|| {
+            format!("component {id} imports something the host does not provide")
+        })?;
+        let pre = ServicePre::new(pre)
+            .with_context(|| format!("component {id} is not a wasi:http/handler@0.3 service"))?;
+        Ok(Loaded {
+            id: Arc::from(id),
+            pre,
+        })
+    }
+
+    /// Validates a tenant's upload and makes it ready to serve; the error is the
+    /// reason, for the tenant. Compiling takes a while: call it off the async runtime.
+    pub fn prepare(&self, label: &str, bytes: &[u8]) -> Result<Prepared, String> {
+        let component = self.compile(bytes).map_err(|e| {
+            format!(
+                "not a WebAssembly component this host can run: {}",
+                root_cause(&e)
+            )
+        })?;
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if let Some((_, why)) = FORBIDDEN_IMPORTS
+                .iter()
+                .find(|(prefix, _)| name.starts_with(prefix))
+            {
+                return Err(format!("imports {name}: {why}"));
+            }
+        }
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let Some(interface) = exports
+            .iter()
+            .find(|e| e.starts_with("wasi:http/handler@0.3"))
+        else {
+            return Err(
+                match exports
+                    .iter()
+                    .find(|e| e.starts_with("wasi:http/incoming-handler@0.2"))
+                {
+                    Some(p2) => format!(
+                        "exports {p2}; this host serves wasi:http/handler@0.3.0 (spin-sdk 7)"
+                    ),
+                    None => format!(
+                        "exports no wasi:http handler (exports: {})",
+                        exports.join(", ")
+                    ),
+                },
+            );
+        };
+        let loaded = self
+            .pre_instantiate(label, &component)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(Prepared {
+            loaded: Arc::new(loaded),
+            interface: interface.clone(),
+        })
+    }
+
+    /// Serves `route` of `account` with `function` from the next request on (None:
+    /// the platform's component again). Requests already running finish on the old one.
+    pub fn set_tenant_function(&self, account: &str, route: &str, function: Option<Arc<Loaded>>) {
+        self.update_tenant(account, |tenant| match function {
+            Some(loaded) => {
+                tenant.functions.insert(route.to_owned(), loaded);
+            }
+            None => {
+                tenant.functions.remove(route);
+            }
+        });
+    }
+
+    pub fn set_tenant_limits(&self, account: &str, limits: AccountLimits) {
+        self.update_tenant(account, |tenant| tenant.limits = limits);
+    }
+
+    fn update_tenant(&self, account: &str, change: impl FnOnce(&mut Tenant)) {
+        let _one_at_a_time = self.tenant_changes.lock();
+        let mut table = HashMap::clone(&self.tenants.load());
+        let mut tenant = table
+            .get(account)
+            .map(|t| Tenant::clone(t))
+            .unwrap_or_default();
+        change(&mut tenant);
+        table.insert(account.to_owned(), Arc::new(tenant));
+        self.tenants.store(Arc::new(table));
+    }
+
+    /// The component a call runs: the account's own function for the route if it
+    /// has one, else the platform's.
+    fn resolve(&self, id: &str, caller: &Caller) -> Option<Arc<Loaded>> {
+        let account = match caller {
+            Caller::Sim(sim) => Some(&sim.account_id),
+            _ => None,
+        };
+        account
+            .and_then(|a| {
+                self.tenants
+                    .load()
+                    .get(&**a)
+                    .and_then(|t| t.functions.get(id).cloned())
+            })
+            .or_else(|| self.components.get(id).cloned())
+    }
+
+    /// The account's own limits where it has them.
+    fn limits_for(&self, caller: &Caller, mut limits: CallLimits) -> CallLimits {
+        if let Caller::Sim(sim) = caller
+            && let Some(tenant) = self.tenants.load().get(&*sim.account_id)
+        {
+            if let Some(ms) = tenant.limits.deadline_ms {
+                limits.deadline = Duration::from_millis(u64::from(ms));
+            }
+            if let Some(mib) = tenant.limits.memory_mib {
+                limits.memory_bytes =
+                    (usize::try_from(mib).unwrap_or(usize::MAX) << 20).min(self.max_memory_bytes);
+            }
+        }
+        limits
+    }
+
+    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = self.cache_dir.as_deref() else {
             return Component::new(&self.engine, bytes);
         };
         let mut engine_hash = DefaultHasher::new();
@@ -247,7 +400,8 @@ impl Runtime {
         self.components.contains_key(id)
     }
 
-    /// Runs `request` in a fresh instance of component `id` on behalf of `caller`.
+    /// Runs `request` in a fresh instance of component `id` on behalf of `caller`;
+    /// a failure is counted per account and function.
     pub async fn invoke(
         &self,
         id: &str,
@@ -255,10 +409,58 @@ impl Runtime {
         request: http::Request<Bytes>,
         limits: CallLimits,
     ) -> Result<FnResponse, InvokeError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let account = match &caller {
+            Caller::Sim(sim) => sim.account_id.to_string(),
+            Caller::Tenant(account) => account.to_string(),
+            Caller::Operator => "-".into(),
+        };
+        let result = self.run(id, caller, request, limits).await;
+        if let Err(e) = &result {
+            let kind = match e {
+                InvokeError::NoComponent(_) => "no_component",
+                InvokeError::Deadline => "deadline",
+                InvokeError::ResponseTooLarge(_) => "response_too_large",
+                InvokeError::Guest(_) => "guest_error",
+                InvokeError::Trap(_) => "trap",
+            };
+            *self
+                .failures
+                .lock()
+                .entry((account, id.to_owned(), kind))
+                .or_default() += 1;
+        }
+        result
+    }
+
+    /// Counters for the admin port's `/metrics`.
+    pub fn metrics(&self) -> serde_json::Value {
+        let failures: Vec<serde_json::Value> = self
+            .failures
+            .lock()
+            .iter()
+            .map(|((account, function, kind), count)| {
+                serde_json::json!({ "account": account, "function": function, "kind": kind, "count": count })
+            })
+            .collect();
+        serde_json::json!({
+            "function_calls": self.calls.load(std::sync::atomic::Ordering::Relaxed),
+            "function_failures": failures,
+        })
+    }
+
+    async fn run(
+        &self,
+        id: &str,
+        caller: Caller,
+        request: http::Request<Bytes>,
+        limits: CallLimits,
+    ) -> Result<FnResponse, InvokeError> {
         let loaded = self
-            .components
-            .get(id)
+            .resolve(id, &caller)
             .ok_or_else(|| InvokeError::NoComponent(id.to_owned()))?;
+        let limits = self.limits_for(&caller, limits);
         // The pool has `concurrency` slots; waiting here beats failing an instantiation.
         let _slot = self
             .slots
@@ -337,6 +539,13 @@ impl Runtime {
     }
 }
 
+/// The innermost cause: wasmtime's outer contexts say "failed to parse", the inner one why.
+fn root_cause(e: &wasmtime::Error) -> String {
+    e.chain()
+        .last()
+        .map_or_else(|| e.to_string(), ToString::to_string)
+}
+
 fn classify_trap(e: wasmtime::Error) -> InvokeError {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => InvokeError::Deadline,
@@ -367,12 +576,13 @@ mod tests {
             &RuntimeConfig {
                 concurrency: 4,
                 max_memory_bytes: 64 << 20,
+                cache_dir: None,
             },
             platform,
         )
         .unwrap();
         for embedded in crate::components::PLATFORM {
-            runtime.load(embedded.name, embedded.bytes, None).unwrap();
+            runtime.load(embedded.name, embedded.bytes).unwrap();
         }
         (runtime, dir)
     }

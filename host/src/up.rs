@@ -181,18 +181,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             concurrency: args.fn_concurrency,
             // Per-call caps are enforced per store; the pool only needs room for the largest.
             max_memory_bytes: memory_bytes.max(1 << 30),
+            cache_dir: Some(
+                args.cache_dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("compiled")),
+            ),
         },
         platform.clone(),
     )
     .map_err(wasm_error)?;
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("compiled"));
     for source in &routes.components {
         let bytes = component_bytes(&source.id, &source.path)?;
         runtime
-            .load(&source.id, &bytes, Some(&cache_dir))
+            .load(&source.id, &bytes)
             .map_err(wasm_error)
             .with_context(|| format!("loading component {}", source.id))?;
     }
@@ -210,7 +211,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         psks.clone(),
     )?);
 
+    let tenant_routes = routes.components_on(crate::router::Listener::Sim);
     let node = Arc::new(Node {
+        tenant_routes,
         psks,
         platform,
         routes,
@@ -235,6 +238,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
     });
 
+    let tenant_functions = crate::tenant_api::load_tenants(&node).await?;
     let sim_listener = TcpListener::bind(args.sim_listen)
         .await
         .with_context(|| format!("binding the SIM port {}", args.sim_listen))?;
@@ -279,6 +283,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         admin = %admin_addr,
         mqtt = %broker.address,
         sims = node.psks.len(),
+        tenant_functions,
         loaded_at_start = loaded,
         demo_created,
         manifest = manifest_name,

@@ -6,13 +6,16 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use psk_edge::wolfssl::{self, ClientConfig, KeyExchange};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use zeroize::Zeroizing;
 
 pub const DEMO_ICCID: &str = "049305930495403";
 pub const DEMO_PSK_HEX: &str = "404142434445464748494a4b4c4d4e4f";
 pub const OPERATOR_KEY: &str = "test-operator";
 pub const OPERATOR_SECRET: &str = "test-operator-secret-0123456789";
+pub mod fixtures;
 pub mod mqtt;
 
 pub const CCM: &str = "TLS_AES_128_CCM_SHA256";
@@ -227,6 +230,18 @@ impl Node {
         body: Option<&str>,
         auth: Option<(&str, &str)>,
     ) -> (u16, String) {
+        self.admin_raw(method, path, body.map(str::as_bytes), auth)
+            .await
+    }
+
+    /// Any bytes as the body (component uploads).
+    pub async fn admin_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        auth: Option<(&str, &str)>,
+    ) -> (u16, String) {
         let port = self.admin.rsplit(':').next().unwrap();
         let mut cmd = Command::new("curl");
         cmd.args([
@@ -259,7 +274,7 @@ impl Node {
         let mut child = cmd.spawn().expect("curl");
         let mut stdin = child.stdin.take().unwrap();
         stdin
-            .write_all(body.unwrap_or("").as_bytes())
+            .write_all(body.unwrap_or_default())
             .await
             .unwrap();
         drop(stdin);
@@ -406,4 +421,59 @@ pub struct Creds {
 
 pub fn creds(body: &str) -> Creds {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not credentials: {body}: {e}"))
+}
+
+/// A SIM over the Rust-side TLS client (it can send any identity bytes).
+pub async fn wolf(
+    node: &Node,
+    identity: &[u8],
+    key: &[u8],
+    kex: KeyExchange,
+) -> Result<wolfssl::TlsStream, wolfssl::TlsError> {
+    let tcp = tokio::net::TcpStream::connect(&node.sim).await.unwrap();
+    wolfssl::connect(
+        tcp,
+        &ClientConfig {
+            identity: identity.to_vec(),
+            key: Zeroizing::new(key.to_vec()),
+            cipher_list: "TLS13-AES128-CCM-SHA256".into(),
+            key_exchange: kex,
+        },
+    )
+    .await
+}
+
+pub async fn exchange(stream: &mut wolfssl::TlsStream, request: &str) -> Vec<(u16, String)> {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    responses(&String::from_utf8_lossy(&got))
+}
+
+/// The demo SIM over the wolfSSL-side test client.
+pub async fn demo_wolf(node: &Node) -> wolfssl::TlsStream {
+    let psk = hex::decode(DEMO_PSK_HEX).unwrap();
+    wolf(node, DEMO_ICCID.as_bytes(), &psk, KeyExchange::Both)
+        .await
+        .unwrap()
 }

@@ -15,12 +15,13 @@ const MAX_CONFIG: usize = 32;
 const MAX_CONFIG_VALUE: usize = 200;
 
 impl CapabilityCtx {
-    /// Who may administer `account_id`: the operator, any account.
+    /// Who may administer `account_id`: the operator any account, a tenant its own.
     fn admin(&self, account_id: &str) -> Result<(), CapError> {
-        match self.caller {
-            Caller::Operator if is_name(account_id) => Ok(()),
-            Caller::Operator => Err(CapError::Invalid),
-            Caller::Sim(_) => Err(CapError::Denied),
+        match &self.caller {
+            _ if !is_name(account_id) => Err(CapError::Invalid),
+            Caller::Operator => Ok(()),
+            Caller::Tenant(own) if **own == *account_id => Ok(()),
+            Caller::Tenant(_) | Caller::Sim(_) => Err(CapError::Denied),
         }
     }
 }

@@ -37,6 +37,8 @@ pub use bindings::psk_edge::platform::types::{
 pub enum Caller {
     Sim(SimCaller),
     Operator,
+    /// Someone holding one of the account's tenant keys.
+    Tenant(Arc<str>),
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +55,7 @@ impl Caller {
         match self {
             Caller::Sim(sim) => format!("sim:{}", sim.iccid),
             Caller::Operator => "operator".into(),
+            Caller::Tenant(account) => format!("tenant:{account}"),
         }
     }
 }
@@ -105,7 +108,9 @@ impl CapabilityCtx {
     fn sim(&self) -> wasmtime::Result<&SimCaller> {
         match &self.caller {
             Caller::Sim(sim) => Ok(sim),
-            Caller::Operator => wasmtime::bail!("the registry is only available to SIM requests"),
+            Caller::Operator | Caller::Tenant(_) => {
+                wasmtime::bail!("the registry is only available to SIM requests")
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod devices;
+mod tenants;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -182,6 +183,7 @@ impl Store {
 
 pub use accounts::{Expiration, ProfileRow};
 pub use devices::{BrokerDevice, CreateDeviceError, DeviceRow, NewDevice};
+pub use tenants::{AccountLimits, ActiveFunction, FunctionVersion};
 
 #[cfg(test)]
 pub(crate) mod tests {

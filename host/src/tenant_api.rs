@@ -1,0 +1,401 @@
+//! The admin API the host answers itself: accounts, tenant keys and limits, and tenant functions (upload, activate, roll back).
+//!
+//! These handle component bytes and compilation, which are the host's business; the
+//! decisions about devices and profiles stay in the admin components.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::capabilities::Caller;
+use crate::identity::is_name;
+use crate::node::Node;
+use crate::secrets::random_token;
+use crate::store::AccountLimits;
+
+/// Largest component a tenant may upload.
+pub const MAX_COMPONENT: usize = 16 << 20;
+
+/// One of the host's own admin endpoints.
+pub enum Api {
+    Accounts,
+    Keys { account: String },
+    Limits { account: String },
+    Functions { account: String, route: String },
+    Activate { account: String, route: String },
+    Metrics,
+}
+
+impl Api {
+    pub fn parse(path: &str) -> Option<Api> {
+        if path == "/metrics" {
+            return Some(Api::Metrics);
+        }
+        let rest = path.strip_prefix("/v3/accounts")?;
+        let parts: Vec<&str> = rest.split('/').skip(1).collect();
+        let owned = |s: &str| s.to_owned();
+        Some(match parts[..] {
+            [] => Api::Accounts,
+            [a, "keys"] => Api::Keys { account: owned(a) },
+            [a, "limits"] => Api::Limits { account: owned(a) },
+            [a, "functions", r] => Api::Functions {
+                account: owned(a),
+                route: owned(r),
+            },
+            [a, "functions", r, "activate"] => Api::Activate {
+                account: owned(a),
+                route: owned(r),
+            },
+            _ => return None,
+        })
+    }
+
+    /// What only the operator may do; a tenant key acts on its own account's functions.
+    pub fn operator_only(&self) -> bool {
+        matches!(self, Api::Accounts | Api::Keys { .. } | Api::Metrics)
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+fn answer(status: StatusCode, body: Value) -> Answer {
+    Answer { status, body }
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> Answer {
+    answer(status, json!({ "error": reason.into() }))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Answer {
+    tracing::error!("admin API: {e}");
+    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+}
+
+/// `uploaded_by` and log lines name the caller, never a secret.
+fn who(caller: &Caller) -> String {
+    caller.label()
+}
+
+pub async fn handle(
+    node: &Arc<Node>,
+    caller: &Caller,
+    api: Api,
+    method: &Method,
+    query: &str,
+    body: Bytes,
+) -> Answer {
+    let store = &node.platform.store;
+    let account = match &api {
+        Api::Keys { account }
+        | Api::Limits { account }
+        | Api::Functions { account, .. }
+        | Api::Activate { account, .. } => Some(account.as_str()),
+        Api::Accounts | Api::Metrics => None,
+    };
+    if let Some(account) = account {
+        match store.account_exists(account).await {
+            Ok(true) => {}
+            Ok(false) => return error(StatusCode::NOT_FOUND, "no such account"),
+            Err(e) => return unavailable(e),
+        }
+    }
+    match (api, method) {
+        (Api::Metrics, &Method::GET) => answer(StatusCode::OK, node.runtime.metrics()),
+        (Api::Accounts, &Method::GET) => match store.accounts().await {
+            Ok(accounts) => answer(StatusCode::OK, json!({ "accounts": accounts })),
+            Err(e) => unavailable(e),
+        },
+        (Api::Accounts, &Method::POST) => create_account(node, &body).await,
+        (Api::Keys { account }, &Method::POST) => create_key(node, &account).await,
+        (Api::Limits { account }, &Method::PUT) if matches!(caller, Caller::Operator) => {
+            set_limits(node, &account, &body).await
+        }
+        (Api::Limits { .. }, &Method::PUT) => {
+            error(StatusCode::FORBIDDEN, "limits are set by the operator")
+        }
+        (Api::Functions { account, route }, m) if !node.tenant_routes.contains(&route) => {
+            let _ = (account, m);
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no tenant route {route}; routes: {}",
+                    node.tenant_routes.join(", ")
+                ),
+            )
+        }
+        (Api::Activate { route, .. }, _) if !node.tenant_routes.contains(&route) => {
+            error(StatusCode::NOT_FOUND, format!("no tenant route {route}"))
+        }
+        (Api::Functions { account, route }, &Method::PUT) => {
+            let activate = !query.split('&').any(|p| p == "activate=false");
+            upload(node, caller, &account, &route, body, activate).await
+        }
+        (Api::Functions { account, route }, &Method::GET) => {
+            match store.function_versions(&account, &route).await {
+                Ok((versions, active)) => answer(
+                    StatusCode::OK,
+                    json!({ "account": account, "route": route, "active": active, "versions": versions }),
+                ),
+                Err(e) => unavailable(e),
+            }
+        }
+        (Api::Functions { account, route }, &Method::DELETE) => {
+            match store.deactivate_function(&account, &route).await {
+                Ok(_) => {
+                    node.runtime.set_tenant_function(&account, &route, None);
+                    tracing::info!(
+                        account,
+                        route,
+                        by = who(caller),
+                        "tenant function removed: the platform's serves again"
+                    );
+                    answer(
+                        StatusCode::OK,
+                        json!({ "account": account, "route": route, "active": null }),
+                    )
+                }
+                Err(e) => unavailable(e),
+            }
+        }
+        (Api::Activate { account, route }, &Method::POST) => {
+            let version = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("version").and_then(Value::as_str).map(str::to_owned));
+            match version {
+                Some(version) => activate(node, caller, &account, &route, &version).await,
+                None => error(StatusCode::BAD_REQUEST, "body must be {\"version\":\"…\"}"),
+            }
+        }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+    }
+}
+
+async fn create_account(node: &Node, body: &[u8]) -> Answer {
+    let Some(account) = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.get("accountId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"accountId\":\"…\"}",
+        );
+    };
+    if !is_name(&account) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "accountId must match [A-Za-z0-9._-]{1,64}",
+        );
+    }
+    match node.platform.store.create_account(&account).await {
+        Ok(created) => {
+            if created {
+                tracing::info!(account, "account created");
+            }
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            answer(status, json!({ "accountId": account, "created": created }))
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn create_key(node: &Node, account: &str) -> Answer {
+    let (key, secret) = match (random_token(16), random_token(32)) {
+        (Ok(key), Ok(secret)) => (format!("tk-{key}"), secret),
+        (Err(e), _) | (_, Err(e)) => return unavailable(e),
+    };
+    let digest = Sha256::digest(secret.as_bytes());
+    match node
+        .platform
+        .store
+        .add_tenant_key(&key, account, &digest)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(account, key, "tenant key created");
+            // The one and only time the secret leaves the node.
+            answer(
+                StatusCode::CREATED,
+                json!({ "accountId": account, "key": key, "secret": secret }),
+            )
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn set_limits(node: &Node, account: &str, body: &[u8]) -> Answer {
+    let Ok(limits) = serde_json::from_slice::<AccountLimits>(body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"deadline_ms\":N,\"memory_mib\":N} (either may be null)",
+        );
+    };
+    if limits.deadline_ms == Some(0) || limits.memory_mib == Some(0) {
+        return error(StatusCode::BAD_REQUEST, "limits must be positive");
+    }
+    match node
+        .platform
+        .store
+        .set_account_limits(account, limits)
+        .await
+    {
+        Ok(_) => {
+            node.runtime.set_tenant_limits(account, limits);
+            tracing::info!(account, ?limits, "function limits set");
+            answer(
+                StatusCode::OK,
+                json!({ "accountId": account, "limits": limits }),
+            )
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn upload(
+    node: &Arc<Node>,
+    caller: &Caller,
+    account: &str,
+    route: &str,
+    bytes: Bytes,
+    activate: bool,
+) -> Answer {
+    let version = hex::encode(Sha256::digest(&bytes));
+    let label = format!("{account}/{route}@{}", &version[..12]);
+    let started = std::time::Instant::now();
+    let prepared = {
+        let (node, bytes, label) = (node.clone(), bytes.clone(), label.clone());
+        tokio::task::spawn_blocking(move || node.runtime.prepare(&label, &bytes)).await
+    };
+    let prepared = match prepared {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(reason)) => {
+            tracing::warn!(account, route, by = who(caller), "upload refused: {reason}");
+            return error(StatusCode::UNPROCESSABLE_ENTITY, reason);
+        }
+        Err(e) => return unavailable(e),
+    };
+    let compile_ms = started.elapsed().as_millis();
+    let store = &node.platform.store;
+    if let Err(e) = store
+        .put_function_version(
+            account,
+            route,
+            &version,
+            &prepared.interface,
+            &bytes,
+            &who(caller),
+        )
+        .await
+    {
+        return unavailable(e);
+    }
+    if activate {
+        if let Err(e) = store.activate_function(account, route, &version).await {
+            return unavailable(e);
+        }
+        node.runtime
+            .set_tenant_function(account, route, Some(prepared.loaded));
+    }
+    tracing::info!(
+        account,
+        route,
+        version,
+        by = who(caller),
+        activate,
+        compile_ms,
+        "tenant function uploaded"
+    );
+    answer(
+        StatusCode::OK,
+        json!({
+            "account": account, "route": route, "version": version, "interface": prepared.interface,
+            "size": bytes.len(), "active": activate, "compile_ms": compile_ms,
+        }),
+    )
+}
+
+async fn activate(
+    node: &Arc<Node>,
+    caller: &Caller,
+    account: &str,
+    route: &str,
+    version: &str,
+) -> Answer {
+    let store = &node.platform.store;
+    let bytes = match store.function_component(account, route, version).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such version"),
+        Err(e) => return unavailable(e),
+    };
+    let label = format!("{account}/{route}@{}", &version[..version.len().min(12)]);
+    let node2 = node.clone();
+    let prepared =
+        match tokio::task::spawn_blocking(move || node2.runtime.prepare(&label, &bytes)).await {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(reason)) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason),
+            Err(e) => return unavailable(e),
+        };
+    match store.activate_function(account, route, version).await {
+        Ok(_) => {
+            node.runtime
+                .set_tenant_function(account, route, Some(prepared.loaded));
+            tracing::info!(
+                account,
+                route,
+                version,
+                by = who(caller),
+                "tenant function activated"
+            );
+            answer(
+                StatusCode::OK,
+                json!({ "account": account, "route": route, "active": version }),
+            )
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Loads every account's active functions and limits at start; one that no longer
+/// loads (e.g. after an engine change) is reported and its route falls back.
+pub async fn load_tenants(node: &Arc<Node>) -> anyhow::Result<usize> {
+    let store = &node.platform.store;
+    for (account, limits) in store.account_limits().await? {
+        node.runtime.set_tenant_limits(&account, limits);
+    }
+    let active = store.active_functions().await?;
+    let count = active.len();
+    for f in active {
+        let label = format!(
+            "{}/{}@{}",
+            f.account_id,
+            f.route,
+            &f.version[..f.version.len().min(12)]
+        );
+        let node2 = node.clone();
+        match tokio::task::spawn_blocking(move || node2.runtime.prepare(&label, &f.component))
+            .await?
+        {
+            Ok(prepared) => {
+                node.runtime
+                    .set_tenant_function(&f.account_id, &f.route, Some(prepared.loaded))
+            }
+            Err(reason) => tracing::error!(
+                account = f.account_id,
+                route = f.route,
+                version = f.version,
+                "active tenant function does not load, the platform's serves instead: {reason}"
+            ),
+        }
+    }
+    Ok(count)
+}
