@@ -150,11 +150,35 @@ async fn upload_activate_roll_back_and_remove() {
 }
 
 #[tokio::test]
+async fn a_stable_wasi_http_0_2_handler_is_served_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_acme(dir.path(), &[]).await;
+    let (code, answer) = upload(&node, &fixture("p2-credentials"), "").await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        answer["interface"]
+            .as_str()
+            .unwrap()
+            .starts_with("wasi:http/incoming-handler@0.2"),
+        "{answer}"
+    );
+    let mut sim = acme_session(&node).await;
+    assert_eq!(exchange(&mut sim, &post("d", ACME_ICCID)).await[0].0, 200);
+    let got = exchange(&mut sim, &get("d", ACME_ICCID)).await;
+    assert_eq!(served_by(&got[0]).as_deref(), Some("p2"), "{got:?}");
+    assert_eq!(
+        exchange(&mut sim, &get("ghost", ACME_ICCID)).await[0].0,
+        404
+    );
+}
+
+#[tokio::test]
 async fn bad_uploads_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_with_acme(dir.path(), &[]).await;
     let core_module = b"\0asm\x01\0\0\0".to_vec();
-    let cases: [(&str, Vec<u8>, &str); 4] = [
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("too large", vec![0u8; (16 << 20) + 1], "larger than 16 MiB"),
         (
             "garbage",
             b"not wasm at all".to_vec(),

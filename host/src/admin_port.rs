@@ -112,14 +112,15 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     if let Some(api) = api {
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_owned();
-        let body = match Limited::new(req.into_body(), tenant_api::MAX_COMPONENT)
+        let answer = match Limited::new(req.into_body(), tenant_api::MAX_COMPONENT)
             .collect()
             .await
         {
-            Ok(body) => body.to_bytes(),
-            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            Ok(body) => {
+                tenant_api::handle(node, &caller, api, &method, &query, body.to_bytes()).await
+            }
+            Err(_) => tenant_api::too_large(),
         };
-        let answer = tenant_api::handle(node, &caller, api, &method, &query, body).await;
         let mut response = Response::new(Full::new(Bytes::from(answer.body.to_string())).boxed());
         *response.status_mut() = answer.status;
         response.headers_mut().insert(

@@ -19,6 +19,8 @@ use wasmtime::{
     StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -66,7 +68,15 @@ pub enum InvokeError {
 /// A component ready to instantiate; requests in flight keep theirs alive through a swap.
 pub struct Loaded {
     id: Arc<str>,
-    pre: ServicePre<RequestState>,
+    handler: Handler,
+}
+
+/// The two wasi:http handler generations a component may export.
+enum Handler {
+    /// `wasi:http/handler@0.3.x` (spin-sdk 7).
+    P3(ServicePre<RequestState>),
+    /// The stable `wasi:http/incoming-handler@0.2.x` (spin-sdk 5, the `wasi` crate, jco…).
+    P2(ProxyPre<RequestState>),
 }
 
 /// What an account has changed for itself: its functions (by route) and limits.
@@ -224,13 +234,14 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         capabilities::add_to_linker(&mut linker, |s: &mut RequestState| &mut s.caps)?;
         Ok(linker)
     }
 
     /// Compiles (or loads from the cache) and pre-instantiates one of the platform's
-    /// components. Fails if it is not a wasi:http 0.3 handler or imports anything the
-    /// host does not provide.
+    /// components. Fails if it is not a wasi:http handler or imports anything the host
+    /// does not provide.
     pub fn load(&mut self, id: &str, bytes: &[u8]) -> wasmtime::Result<()> {
         let component = self.compile(bytes)?;
         let loaded = self.pre_instantiate(id, &component)?;
@@ -242,11 +253,17 @@ impl Runtime {
         let pre = self.linker()?.instantiate_pre(component).with_context(|| {
             format!("component {id} imports something the host does not provide")
         })?;
-        let pre = ServicePre::new(pre)
-            .with_context(|| format!("component {id} is not a wasi:http/handler@0.3 service"))?;
+        let handler = match ServicePre::new(pre.clone()) {
+            Ok(service) => Handler::P3(service),
+            Err(_) => Handler::P2(ProxyPre::new(pre).with_context(|| {
+                format!(
+                    "component {id} exports neither wasi:http/handler@0.3 nor wasi:http/incoming-handler@0.2"
+                )
+            })?),
+        };
         Ok(Loaded {
             id: Arc::from(id),
-            pre,
+            handler,
         })
     }
 
@@ -272,24 +289,14 @@ impl Runtime {
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let Some(interface) = exports
-            .iter()
-            .find(|e| e.starts_with("wasi:http/handler@0.3"))
+        let handler = |prefix: &str| exports.iter().find(|e| e.starts_with(prefix));
+        let Some(interface) =
+            handler("wasi:http/handler@0.3").or_else(|| handler("wasi:http/incoming-handler@0.2"))
         else {
-            return Err(
-                match exports
-                    .iter()
-                    .find(|e| e.starts_with("wasi:http/incoming-handler@0.2"))
-                {
-                    Some(p2) => format!(
-                        "exports {p2}; this host serves wasi:http/handler@0.3.0 (spin-sdk 7)"
-                    ),
-                    None => format!(
-                        "exports no wasi:http handler (exports: {})",
-                        exports.join(", ")
-                    ),
-                },
-            );
+            return Err(format!(
+                "exports no wasi:http handler (exports: {})",
+                exports.join(", ")
+            ));
         };
         let loaded = self
             .pre_instantiate(label, &component)
@@ -497,39 +504,10 @@ impl Runtime {
         // alone cannot bound them; the wall clock does.
         let wall = limits.deadline * 4 + Duration::from_secs(1);
         let run = async {
-            let service = loaded
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(InvokeError::Trap)?;
-            let (parts, body) = request.into_parts();
-            let request = http::Request::from_parts(parts, Full::new(body));
-            let (request, _io) =
-                wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
-            store
-                .run_concurrent(async move |store| {
-                    let response = match service.handle(store, request).await? {
-                        Ok(response) => response,
-                        Err(code) => return Ok(Err(InvokeError::Guest(format!("{code:?}")))),
-                    };
-                    let response = store.with(|s| response.into_http(s, async { Ok(()) }))?;
-                    let (parts, body) = response.into_parts();
-                    match Limited::new(body, limits.max_response).collect().await {
-                        Ok(body) => Ok(Ok(FnResponse {
-                            content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
-                            status: parts.status,
-                            body: body.to_bytes(),
-                            effects: Vec::new(),
-                        })),
-                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                            Ok(Err(InvokeError::ResponseTooLarge(limits.max_response)))
-                        }
-                        Err(e) => Ok(Err(InvokeError::Guest(e.to_string()))),
-                    }
-                })
-                .await
-                .and_then(|r: wasmtime::Result<_>| r)
-                .map_err(classify_trap)?
+            match &loaded.handler {
+                Handler::P3(pre) => call_p3(pre, &mut store, request, limits.max_response).await,
+                Handler::P2(pre) => call_p2(pre, &mut store, request, limits.max_response).await,
+            }
         };
         let mut response = tokio::time::timeout(wall, run)
             .await
@@ -537,6 +515,99 @@ impl Runtime {
         response.effects = std::mem::take(&mut store.data_mut().caps.effects);
         Ok(response)
     }
+}
+
+async fn collect(
+    parts: http::response::Parts,
+    body: impl hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>,
+    max_response: usize,
+) -> Result<FnResponse, InvokeError> {
+    match Limited::new(body, max_response).collect().await {
+        Ok(body) => Ok(FnResponse {
+            content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
+            status: parts.status,
+            body: body.to_bytes(),
+            effects: Vec::new(),
+        }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(InvokeError::ResponseTooLarge(max_response))
+        }
+        Err(e) => Err(InvokeError::Guest(e.to_string())),
+    }
+}
+
+async fn call_p3(
+    pre: &ServicePre<RequestState>,
+    store: &mut Store<RequestState>,
+    request: http::Request<Bytes>,
+    max_response: usize,
+) -> Result<FnResponse, InvokeError> {
+    let service = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(InvokeError::Trap)?;
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, Full::new(body));
+    let (request, _io) =
+        wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
+    store
+        .run_concurrent(async move |store| {
+            let response = match service.handle(store, request).await? {
+                Ok(response) => response,
+                Err(code) => return Ok(Err(InvokeError::Guest(format!("{code:?}")))),
+            };
+            let response = store.with(|s| response.into_http(s, async { Ok(()) }))?;
+            let (parts, body) = response.into_parts();
+            Ok(collect(parts, body, max_response).await)
+        })
+        .await
+        .and_then(|r: wasmtime::Result<_>| r)
+        .map_err(classify_trap)?
+}
+
+/// The 0.2 handler answers through an out-parameter and may keep running (streaming
+/// its body) after it set the response, so the call and the collection run together.
+async fn call_p2(
+    pre: &ProxyPre<RequestState>,
+    store: &mut Store<RequestState>,
+    request: http::Request<Bytes>,
+    max_response: usize,
+) -> Result<FnResponse, InvokeError> {
+    let proxy = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(InvokeError::Trap)?;
+    let (mut parts, body) = request.into_parts();
+    // wasi:http 0.2 wants an authority; SIMs may omit Host.
+    parts
+        .headers
+        .entry(http::header::HOST)
+        .or_insert(http::HeaderValue::from_static("localhost"));
+    let request = http::Request::from_parts(parts, Full::new(body));
+    let http = store.data_mut();
+    let mut view = http.http();
+    let incoming = view
+        .new_incoming_request(Scheme::Http, request)
+        .map_err(InvokeError::Trap)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let out = view.new_response_outparam(tx).map_err(InvokeError::Trap)?;
+    let call = proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, incoming, out);
+    let answer = async {
+        match rx.await {
+            Ok(Ok(response)) => {
+                let (parts, body) = response.into_parts();
+                collect(parts, body, max_response).await
+            }
+            Ok(Err(code)) => Err(InvokeError::Guest(format!("{code:?}"))),
+            // The guest returned (or trapped) without setting a response.
+            Err(_) => Err(InvokeError::Guest("no response".into())),
+        }
+    };
+    let (called, answered) = tokio::join!(call, answer);
+    called.map_err(classify_trap)?;
+    answered
 }
 
 /// The innermost cause: wasmtime's outer contexts say "failed to parse", the inner one why.

@@ -72,6 +72,14 @@ fn error(status: StatusCode, reason: impl Into<String>) -> Answer {
     answer(status, json!({ "error": reason.into() }))
 }
 
+/// A body over [`MAX_COMPONENT`]: refused like any other bad upload.
+pub fn too_large() -> Answer {
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("larger than {} MiB", MAX_COMPONENT >> 20),
+    )
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Answer {
     tracing::error!("admin API: {e}");
     error(StatusCode::SERVICE_UNAVAILABLE, "unavailable")

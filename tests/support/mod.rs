@@ -273,10 +273,7 @@ impl Node {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("curl");
         let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(body.unwrap_or_default())
-            .await
-            .unwrap();
+        stdin.write_all(body.unwrap_or_default()).await.unwrap();
         drop(stdin);
         let out = child.wait_with_output().await.unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -9,7 +9,7 @@ use super::{CapError, CapabilityCtx, Credentials, Platform, SimCaller, WitExpira
 use crate::identity::is_name;
 use crate::provisioning::password_context;
 use crate::secrets::random_token;
-use crate::store::{CreateDeviceError, DeviceRow, Expiration, NewDevice, ProfileRow, now};
+use crate::store::{CreateDeviceError, DeviceRow, Expiration, NewDevice, ProfileRow, now_ms};
 
 /// `cli` and `usr` are at most 24 characters on the wire; 20 random characters
 /// (~119 bits) make a broker-wide clash practically impossible, and the store's
@@ -91,7 +91,8 @@ impl Host for CapabilityCtx {
                 profile: row.profile,
                 expiration: expiration.into(),
                 served: u32::try_from(row.served).unwrap_or(u32::MAX),
-                password_age: u64::try_from(now() - row.password_set_at).unwrap_or(0),
+                // Whole seconds, rounded down: "older than T" holds only once T has passed.
+                password_age: u64::try_from((now_ms() - row.password_set_at) / 1000).unwrap_or(0),
             })
         }
         .await)

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, now, now_ms};
 
 pub struct NewDevice<'a> {
     pub account_id: &'a str,
@@ -26,7 +26,7 @@ pub struct DeviceRow {
     pub username: String,
     pub sealed_password: Vec<u8>,
     pub profile: Option<String>,
-    /// Unix seconds.
+    /// Unix milliseconds: a strategy of a few seconds needs more than whole seconds.
     pub password_set_at: i64,
     /// Credential answers sent since the password was set.
     pub served: i64,
@@ -88,7 +88,7 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO devices (account_id, device_id, iccid, client_id, username, password, created_at,
                                   profile, publish, subscribe, password_set_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .bind(device.account_id)
         .bind(device.device_id)
@@ -100,6 +100,7 @@ impl Store {
         .bind(device.profile)
         .bind(topics_json(device.publish))
         .bind(topics_json(device.subscribe))
+        .bind(now_ms())
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -182,7 +183,7 @@ impl Store {
              WHERE account_id = ? AND device_id = ? RETURNING revision",
         )
         .bind(sealed_password)
-        .bind(now())
+        .bind(now_ms())
         .bind(served)
         .bind(account_id)
         .bind(device_id)
