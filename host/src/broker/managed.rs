@@ -465,7 +465,16 @@ enum StartError {
 }
 
 async fn spawn(mosquitto: &Path, config: &Path, port: u16) -> Result<Child, StartError> {
-    let mut child = Command::new(mosquitto)
+    let mut command = Command::new(mosquitto);
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent. It makes a
+    // platform that dies without stopping its broker (SIGKILL, a crash) take it along.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = command
         .arg("-c")
         .arg(config)
         .stdin(Stdio::null())
