@@ -98,8 +98,9 @@ struct Answer<'a> {
     site: &'a str,
 }
 
-/// `200 {"cli":…,"usr":…,"pwd":…,"site":…}`: about 170 bytes with the headers for
-/// the platform's 20/20/24-character credentials, so profile names must stay short.
+/// `200 {"cli":…,"usr":…,"pwd":…,"site":…}`. With the headers that is 172 bytes plus
+/// the profile name for the platform's 20/20/24-character credentials: any name the
+/// platform allows (64 characters at most) fits in 250, but not much else would.
 fn answer(
     credentials: &Credentials,
     profile: Option<&str>,
@@ -200,7 +201,8 @@ mod tests {
             username: "u".repeat(20),
             password: "p".repeat(24),
         };
-        for profile in [Some("uk-meter"), Some("de-meter"), None] {
+        let longest_name = "p".repeat(64);
+        for profile in [Some("uk-meter"), None, Some(longest_name.as_str())] {
             let Ok(response) = answer(&credentials, profile) else {
                 panic!("answer not built");
             };
