@@ -103,20 +103,29 @@ fn read_dir(dir: &Path) -> Result<fs::ReadDir, String> {
     fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))
 }
 
-/// Reruns on any change to the functions' sources, manifests and lock, or to the WIT
-/// contract. Watching functions/ as a whole would also watch functions/target, which
-/// the spin.toml build commands write to, and rerun the build for nothing.
+/// Reruns on any change to the workspace members' sources and manifests, the lock, or
+/// the WIT contract. Watching functions/ as a whole would also watch its target
+/// directories and the test fixtures and examples, none of which are embedded.
 fn watch(functions: &Path, wit: &Path) -> Result<(), String> {
     for file in ["Cargo.toml", "Cargo.lock"] {
         println!("cargo::rerun-if-changed={}", functions.join(file).display());
     }
-    for entry in read_dir(functions)? {
-        let path = entry
-            .map_err(|e| format!("reading {}: {e}", functions.display()))?
-            .path();
-        if path.join("Cargo.toml").is_file() {
-            println!("cargo::rerun-if-changed={}", path.display());
-        }
+    let manifest = functions.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest)
+        .map_err(|e| format!("reading {}: {e}", manifest.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("parsing {}: {e}", manifest.display()))?;
+    let members = table
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(toml::Value::as_array)
+        .ok_or_else(|| format!("{} has no workspace members", manifest.display()))?;
+    for member in members.iter().filter_map(toml::Value::as_str) {
+        println!(
+            "cargo::rerun-if-changed={}",
+            functions.join(member).display()
+        );
     }
     println!("cargo::rerun-if-changed={}", wit.display());
     Ok(())

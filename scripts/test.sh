@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Sets up what is missing and runs the whole test suite: the host's unit tests, the
 # black-box tests in tests/ (real openssl, gnutls-cli, curl and wolfSSL clients against
-# real `psk-edge up` processes on loopback), and the functions' own unit tests.
+# real `psk-edge up` processes on loopback, a real Mosquitto, tenant components from
+# functions/fixtures), and the unit tests of the functions and the worked example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --locked --workspace
 cargo test --locked --manifest-path functions/Cargo.toml
+cargo test --locked --manifest-path functions/examples/iccid-profile/Cargo.toml
