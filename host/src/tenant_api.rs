@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::capabilities::Caller;
 use crate::identity::is_name;
 use crate::node::Node;
+use crate::runtime::Prepared;
 use crate::secrets::random_token;
 use crate::store::AccountLimits;
 
@@ -278,12 +279,8 @@ async fn upload(
     activate: bool,
 ) -> Answer {
     let version = hex::encode(Sha256::digest(&bytes));
-    let label = format!("{account}/{route}@{}", &version[..12]);
     let started = std::time::Instant::now();
-    let prepared = {
-        let (node, bytes, label) = (node.clone(), bytes.clone(), label.clone());
-        tokio::task::spawn_blocking(move || node.runtime.prepare(&label, &bytes)).await
-    };
+    let prepared = prepare(node, account, route, &version, bytes.to_vec()).await;
     let prepared = match prepared {
         Ok(Ok(prepared)) => prepared,
         Ok(Err(reason)) => {
@@ -345,14 +342,11 @@ async fn activate(
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such version"),
         Err(e) => return unavailable(e),
     };
-    let label = format!("{account}/{route}@{}", &version[..version.len().min(12)]);
-    let node2 = node.clone();
-    let prepared =
-        match tokio::task::spawn_blocking(move || node2.runtime.prepare(&label, &bytes)).await {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(reason)) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason),
-            Err(e) => return unavailable(e),
-        };
+    let prepared = match prepare(node, account, route, version, bytes).await {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(reason)) => return error(StatusCode::UNPROCESSABLE_ENTITY, reason),
+        Err(e) => return unavailable(e),
+    };
     match store.activate_function(account, route, version).await {
         Ok(_) => {
             node.runtime
@@ -373,6 +367,19 @@ async fn activate(
     }
 }
 
+/// Validates and compiles a version off the async runtime: compiling takes a while.
+async fn prepare(
+    node: &Arc<Node>,
+    account: &str,
+    route: &str,
+    version: &str,
+    bytes: Vec<u8>,
+) -> Result<Result<Prepared, String>, tokio::task::JoinError> {
+    let label = format!("{account}/{route}@{}", &version[..version.len().min(12)]);
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || node.runtime.prepare(&label, &bytes)).await
+}
+
 /// Loads every account's active functions and limits at start; one that no longer
 /// loads (e.g. after an engine change) is reported and its route falls back.
 pub async fn load_tenants(node: &Arc<Node>) -> anyhow::Result<usize> {
@@ -383,16 +390,7 @@ pub async fn load_tenants(node: &Arc<Node>) -> anyhow::Result<usize> {
     let active = store.active_functions().await?;
     let count = active.len();
     for f in active {
-        let label = format!(
-            "{}/{}@{}",
-            f.account_id,
-            f.route,
-            &f.version[..f.version.len().min(12)]
-        );
-        let node2 = node.clone();
-        match tokio::task::spawn_blocking(move || node2.runtime.prepare(&label, &f.component))
-            .await?
-        {
+        match prepare(node, &f.account_id, &f.route, &f.version, f.component).await? {
             Ok(prepared) => {
                 node.runtime
                     .set_tenant_function(&f.account_id, &f.route, Some(prepared.loaded))
