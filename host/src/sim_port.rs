@@ -221,7 +221,12 @@ async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) ->
     {
         Ok(response) => response,
         Err(e) => {
-            tracing::warn!(iccid = caller.iccid, component, "function failed: {e}");
+            tracing::warn!(
+                account = &*caller.account_id,
+                iccid = caller.iccid,
+                component,
+                "function failed: {e}"
+            );
             return (refusal("function_failed"), !close);
         }
     };
