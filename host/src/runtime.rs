@@ -403,10 +403,6 @@ impl Runtime {
         Ok(component)
     }
 
-    pub fn has(&self, id: &str) -> bool {
-        self.components.contains_key(id)
-    }
-
     /// Runs `request` in a fresh instance of component `id` on behalf of `caller`;
     /// a failure is counted per account and function.
     pub async fn invoke(

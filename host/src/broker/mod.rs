@@ -23,21 +23,6 @@ use zeroize::Zeroizing;
 pub use dynsec::DynSec;
 pub use managed::ManagedMosquitto;
 
-/// The topic a device publishes its data on.
-pub fn sensor_topic(account: &str, device: &str) -> String {
-    format!("{account}/sensor/device/{device}")
-}
-
-/// The topic the platform sends one device its commands on.
-pub fn command_topic(account: &str, device: &str) -> String {
-    format!("{account}/command/device/{device}")
-}
-
-/// The topic the platform sends every device of an account a command on.
-pub fn broadcast_topic(account: &str) -> String {
-    format!("{account}/command/device/all")
-}
-
 /// What one device may do at the broker.
 ///
 /// Device ids are unique only within an account while the broker's topics, client
@@ -55,24 +40,6 @@ pub struct DeviceAccess {
 }
 
 impl DeviceAccess {
-    /// The standard access of a device: publish on its sensor topic, subscribe to its
-    /// own command topic and to the account's broadcast topic.
-    pub fn for_device(
-        account: &str,
-        device: &str,
-        client_id: impl Into<String>,
-        username: impl Into<String>,
-        password: Zeroizing<String>,
-    ) -> Self {
-        DeviceAccess {
-            client_id: client_id.into(),
-            username: username.into(),
-            password,
-            publish: vec![sensor_topic(account, device)],
-            subscribe: vec![command_topic(account, device), broadcast_topic(account)],
-        }
-    }
-
     /// Checks what the broker would otherwise take the wrong way: a wildcard in a
     /// topic would widen the grant, an empty name would address nobody.
     pub fn validate(&self) -> Result<(), BrokerError> {

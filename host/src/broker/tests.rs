@@ -16,6 +16,42 @@ use super::*;
 
 const WAIT: Duration = Duration::from_secs(5);
 
+// The platform's default topic layout (the device profiles own it in production).
+/// The topic a device publishes its data on.
+fn sensor_topic(account: &str, device: &str) -> String {
+    format!("{account}/sensor/device/{device}")
+}
+
+/// The topic the platform sends one device its commands on.
+fn command_topic(account: &str, device: &str) -> String {
+    format!("{account}/command/device/{device}")
+}
+
+/// The topic the platform sends every device of an account a command on.
+fn broadcast_topic(account: &str) -> String {
+    format!("{account}/command/device/all")
+}
+
+impl DeviceAccess {
+    /// The standard access of a device: publish on its sensor topic, subscribe to its
+    /// own command topic and to the account's broadcast topic.
+    fn for_device(
+        account: &str,
+        device: &str,
+        client_id: impl Into<String>,
+        username: impl Into<String>,
+        password: Zeroizing<String>,
+    ) -> Self {
+        DeviceAccess {
+            client_id: client_id.into(),
+            username: username.into(),
+            password,
+            publish: vec![sensor_topic(account, device)],
+            subscribe: vec![command_topic(account, device), broadcast_topic(account)],
+        }
+    }
+}
+
 fn mosquitto_missing() -> bool {
     if ManagedMosquitto::available() {
         return false;
