@@ -88,9 +88,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |at| s.split_at(at));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}"))?;
+    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -230,9 +228,7 @@ struct Share {
 
 impl Share {
     fn new(worker: usize, concurrency: usize, identities: u64) -> Self {
-        let mut indices: Vec<u64> = (worker as u64..identities)
-            .step_by(concurrency)
-            .collect();
+        let mut indices: Vec<u64> = (worker as u64..identities).step_by(concurrency).collect();
         if indices.is_empty() {
             indices.push(worker as u64 % identities);
         }
@@ -352,7 +348,8 @@ async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStat
                         }
                     };
                     let method = if share.created[s] { "GET" } else { "POST" };
-                    let result = exchange(&mut conn.stream, &request(method, conn.index, false)).await;
+                    let result =
+                        exchange(&mut conn.stream, &request(method, conn.index, false)).await;
                     Ok::<_, Failure>((conn, s, result))
                 };
                 match tokio::time::timeout(cli.timeout, attempt).await {
