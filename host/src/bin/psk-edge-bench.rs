@@ -529,10 +529,21 @@ async fn main() -> anyhow::Result<()> {
         stop: AtomicBool::new(false),
         cli,
     });
-    // Fail fast on a wrong port or key before starting the clock.
-    let mut probe = open(&shared, 0)
+    // Fail fast, with the underlying reason, on a wrong port or key before starting the clock.
+    let sim = shared.cli.sim;
+    let tcp = tokio::net::TcpStream::connect(sim)
         .await
-        .map_err(|e| anyhow::anyhow!("first handshake with {} failed: {e:?}", shared.cli.sim))?;
+        .with_context(|| format!("connecting to the SIM port {sim}"))?;
+    let config = ClientConfig {
+        identity: iccid(0).into_bytes(),
+        key: Zeroizing::new(psk(0).to_vec()),
+        cipher_list: shared.cipher_list.clone(),
+        key_exchange: shared.key_exchange,
+    };
+    let mut probe = tokio::time::timeout(shared.cli.timeout, wolfssl::connect(tcp, &config))
+        .await
+        .map_err(|_| anyhow::anyhow!("first handshake with {sim} timed out"))?
+        .with_context(|| format!("first handshake with {sim} as {}", iccid(0)))?;
     probe.shutdown().await;
 
     let started = Instant::now();
