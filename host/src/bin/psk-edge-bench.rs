@@ -1,0 +1,628 @@
+//! Load generator for the SIM port: registers bench identities, then drives TLS 1.3 PSK requests and reports latency.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use psk_edge::admin_client::{AdminArgs, AdminClient};
+use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsError, TlsStream};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// Base of the bench ICCIDs: the 89 999 prefix keeps them clear of real issuers.
+const ICCID_BASE: u128 = 89_990_000_000_000_000_000;
+/// Lines per bulk request: bounds the memory a million identities need.
+const BULK_CHUNK: usize = 100_000;
+/// A SIM response is at most 250 bytes; anything far beyond means a broken stream.
+const MAX_RESPONSE: usize = 16 << 10;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "psk-edge-bench",
+    about = "Load generator for the psk-edge SIM port"
+)]
+struct Cli {
+    /// The node's SIM port.
+    #[arg(long, default_value = "127.0.0.1:11111")]
+    sim: SocketAddr,
+    /// The node's admin port, used to register the identities.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    admin: String,
+    /// The certificate (PEM) to trust for the admin port. Default: DATA_DIR/admin-cert.pem.
+    #[arg(long)]
+    admin_ca: Option<PathBuf>,
+    /// The node's data directory (admin certificate, operator.secret).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// How many distinct SIM identities to register and use.
+    #[arg(long, default_value_t = 1000)]
+    identities: u64,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long to generate load, e.g. `10s`, `500ms`, `2m`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Share of requests sent on a kept-alive connection; the rest each open a new one.
+    #[arg(long, default_value_t = 0.5)]
+    keepalive_share: f64,
+    #[arg(long, value_enum, default_value_t = Suite::Ccm)]
+    suite: Suite,
+    #[arg(long, value_enum, default_value_t = Kex::PskKe)]
+    kex: Kex,
+    /// Account the identities are registered under.
+    #[arg(long, default_value = "bench")]
+    account: String,
+    /// The identities are already registered (a previous run).
+    #[arg(long)]
+    skip_register: bool,
+    /// Bound on one request, handshake included.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Also print the summary as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Suite {
+    Ccm,
+    Gcm,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kex {
+    /// Pure PSK, no key share, like a SIM applet.
+    PskKe,
+    /// psk_ke and psk_dhe_ke offered.
+    Both,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |at| s.split_at(at));
+    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+fn iccid(index: u64) -> String {
+    (ICCID_BASE + u128::from(index)).to_string()
+}
+
+/// Deterministic, so a later run with `--skip-register` finds the same keys.
+fn psk(index: u64) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(b"psk-edge-bench")
+        .chain_update(index.to_be_bytes())
+        .finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+async fn register(cli: &Cli) -> anyhow::Result<()> {
+    let client = AdminClient::new(&AdminArgs {
+        admin_url: cli.admin.clone(),
+        admin_ca: cli.admin_ca.clone(),
+        data_dir: cli.data_dir.clone(),
+    })?;
+    let account = serde_json::to_string(&cli.account)?;
+    let started = Instant::now();
+    let mut accepted = 0u64;
+    let mut start = 0u64;
+    while start < cli.identities {
+        let end = (start + BULK_CHUNK as u64).min(cli.identities);
+        let mut body = String::with_capacity((end - start) as usize * 110);
+        for i in start..end {
+            body.push_str(&format!(
+                "{{\"identity\":\"{}\",\"psk\":{:?},\"accountId\":{account}}}\n",
+                iccid(i),
+                psk(i)
+            ));
+        }
+        let (status, answer) = client
+            .request("POST", "/v3/sys/security/psk/bulk", Bytes::from(body))
+            .await
+            .context("bulk PSK registration")?;
+        if !status.is_success() {
+            bail!(
+                "bulk PSK registration answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let ones = text.lines().filter(|l| l.trim() == "1").count() as u64;
+        let lines = text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+        if lines != end - start || ones != lines {
+            bail!(
+                "bulk PSK registration of identities {start}..{end}: {ones} accepted of {} sent ({lines} answers)",
+                end - start
+            );
+        }
+        accepted += ones;
+        start = end;
+    }
+    eprintln!(
+        "registered {accepted} identities in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    New,
+    KeepAlive,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Handshake,
+    Status,
+    Io,
+    Timeout,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Default)]
+struct WorkerStats {
+    new_micros: Vec<u32>,
+    keepalive_micros: Vec<u32>,
+    handshake_failed: u64,
+    non_200: u64,
+    io: u64,
+    timeout: u64,
+}
+
+struct Shared {
+    cli: Cli,
+    cipher_list: String,
+    key_exchange: KeyExchange,
+    counters: Counters,
+    stop: AtomicBool,
+}
+
+/// splitmix64: enough randomness to pick the request kind, without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct KeptAlive {
+    stream: TlsStream,
+    index: u64,
+}
+
+/// One worker's identities: `worker, worker + C, …`; a worker beyond N shares one.
+struct Share {
+    indices: Vec<u64>,
+    created: Vec<bool>,
+    next: usize,
+}
+
+impl Share {
+    fn new(worker: usize, concurrency: usize, identities: u64) -> Self {
+        let mut indices: Vec<u64> = (worker as u64..identities).step_by(concurrency).collect();
+        if indices.is_empty() {
+            indices.push(worker as u64 % identities);
+        }
+        let created = vec![false; indices.len()];
+        Share {
+            indices,
+            created,
+            next: 0,
+        }
+    }
+
+    /// The next identity's slot, round-robin.
+    fn advance(&mut self) -> usize {
+        let slot = self.next;
+        self.next = (self.next + 1) % self.indices.len();
+        slot
+    }
+}
+
+async fn open(shared: &Shared, index: u64) -> Result<TlsStream, Failure> {
+    let tcp = tokio::net::TcpStream::connect(shared.cli.sim)
+        .await
+        .map_err(|_| Failure::Io)?;
+    // Small requests: without this, Nagle would add delayed-ACK stalls to every exchange.
+    tcp.set_nodelay(true).map_err(|_| Failure::Io)?;
+    let config = ClientConfig {
+        identity: iccid(index).into_bytes(),
+        key: Zeroizing::new(psk(index).to_vec()),
+        cipher_list: shared.cipher_list.clone(),
+        key_exchange: shared.key_exchange,
+    };
+    wolfssl::connect(tcp, &config).await.map_err(|e| match e {
+        TlsError::Timeout => Failure::Timeout,
+        TlsError::Io(_) => Failure::Io,
+        TlsError::Handshake { .. } | TlsError::Config(_) => Failure::Handshake,
+    })
+}
+
+/// Sends one request and reads exactly one response: headers, then Content-Length bytes.
+async fn exchange(stream: &mut TlsStream, request: &[u8]) -> Result<(), Failure> {
+    stream.write_all(request).await.map_err(|_| Failure::Io)?;
+    let mut got = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    loop {
+        let n = stream.read(&mut buf).await.map_err(|_| Failure::Io)?;
+        if n == 0 {
+            return Err(Failure::Io);
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&got[..end]).map_err(|_| Failure::Io)?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                let status = head
+                    .strip_prefix("HTTP/1.1 ")
+                    .and_then(|rest| rest.get(..3))
+                    .ok_or(Failure::Io)?;
+                return if status == "200" {
+                    Ok(())
+                } else {
+                    Err(Failure::Status)
+                };
+            }
+        }
+        if got.len() > MAX_RESPONSE {
+            return Err(Failure::Io);
+        }
+    }
+}
+
+fn request(method: &str, index: u64, close: bool) -> Vec<u8> {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    format!(
+        "{method} /v1/dev/bench-{index}?iccid={} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{connection}\r\n",
+        iccid(index)
+    )
+    .into_bytes()
+}
+
+async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStats {
+    let cli = &shared.cli;
+    let mut stats = WorkerStats::default();
+    let mut share = Share::new(id, cli.concurrency, cli.identities);
+    let mut rng = Rng(0xB5AD_4ECE_DA1C_E2A9 ^ id as u64);
+    let mut kept: Option<(KeptAlive, usize)> = None;
+    while Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
+        let kind = if rng.next_f64() < cli.keepalive_share {
+            Kind::KeepAlive
+        } else {
+            Kind::New
+        };
+        let started = Instant::now();
+        let slot;
+        let outcome = match kind {
+            Kind::KeepAlive => {
+                let reuse = kept.take();
+                let attempt = async {
+                    let (mut conn, s) = match reuse {
+                        Some(k) => k,
+                        None => {
+                            let s = share.advance();
+                            let index = share.indices[s];
+                            (
+                                KeptAlive {
+                                    stream: open(&shared, index).await?,
+                                    index,
+                                },
+                                s,
+                            )
+                        }
+                    };
+                    let method = if share.created[s] { "GET" } else { "POST" };
+                    let result =
+                        exchange(&mut conn.stream, &request(method, conn.index, false)).await;
+                    Ok::<_, Failure>((conn, s, result))
+                };
+                match tokio::time::timeout(cli.timeout, attempt).await {
+                    Err(_) => {
+                        slot = None;
+                        Err(Failure::Timeout)
+                    }
+                    Ok(Err(e)) => {
+                        slot = None;
+                        Err(e)
+                    }
+                    Ok(Ok((conn, s, result))) => {
+                        slot = Some(s);
+                        match result {
+                            Ok(()) => {
+                                kept = Some((conn, s));
+                                Ok(started.elapsed())
+                            }
+                            // A broken or refused exchange: start afresh next time.
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
+            }
+            Kind::New => {
+                let s = share.advance();
+                slot = Some(s);
+                let index = share.indices[s];
+                let method = if share.created[s] { "GET" } else { "POST" };
+                let attempt = async {
+                    let mut stream = open(&shared, index).await?;
+                    let result = exchange(&mut stream, &request(method, index, true)).await;
+                    Ok::<_, Failure>((stream, result))
+                };
+                match tokio::time::timeout(cli.timeout, attempt).await {
+                    Err(_) => Err(Failure::Timeout),
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok((mut stream, result))) => {
+                        let elapsed = started.elapsed();
+                        // Closing politely is outside the measured request.
+                        stream.shutdown().await;
+                        result.map(|()| elapsed)
+                    }
+                }
+            }
+        };
+        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(elapsed) => {
+                if let Some(s) = slot {
+                    share.created[s] = true;
+                }
+                let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+                match kind {
+                    Kind::New => stats.new_micros.push(micros),
+                    Kind::KeepAlive => stats.keepalive_micros.push(micros),
+                }
+            }
+            Err(failure) => {
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                match failure {
+                    Failure::Handshake => stats.handshake_failed += 1,
+                    Failure::Status => stats.non_200 += 1,
+                    Failure::Io => stats.io += 1,
+                    Failure::Timeout => stats.timeout += 1,
+                }
+            }
+        }
+    }
+    if let Some((mut conn, _)) = kept {
+        conn.stream.shutdown().await;
+    }
+    stats
+}
+
+#[derive(serde::Serialize)]
+struct Latency {
+    count: u64,
+    throughput: f64,
+    p50_us: u32,
+    p99_us: u32,
+    p999_us: u32,
+    max_us: u32,
+}
+
+fn latency(sorted: &[u32], seconds: f64) -> Latency {
+    let at = |q: f64| {
+        if sorted.is_empty() {
+            return 0;
+        }
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    };
+    Latency {
+        count: sorted.len() as u64,
+        throughput: sorted.len() as f64 / seconds,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        max_us: sorted.last().copied().unwrap_or(0),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Errors {
+    handshake_failed: u64,
+    non_200: u64,
+    io: u64,
+    timeout: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    suite: String,
+    kex: String,
+    identities: u64,
+    concurrency: usize,
+    seconds: f64,
+    requests: u64,
+    throughput: f64,
+    ok: Latency,
+    new_connection: Latency,
+    keepalive: Latency,
+    errors: Errors,
+}
+
+fn print(summary: &Summary) {
+    println!(
+        "suite={} kex={} identities={} concurrency={} duration={:.2}s",
+        summary.suite, summary.kex, summary.identities, summary.concurrency, summary.seconds
+    );
+    println!(
+        "requests: {} ({:.0} req/s)",
+        summary.requests, summary.throughput
+    );
+    for (name, l) in [
+        ("ok", &summary.ok),
+        ("new connection", &summary.new_connection),
+        ("keep-alive", &summary.keepalive),
+    ] {
+        println!(
+            "  {name:<15} {:>9} ({:>8.0} req/s)  p50 {:>7} us  p99 {:>7} us  p99.9 {:>7} us  max {:>7} us",
+            l.count, l.throughput, l.p50_us, l.p99_us, l.p999_us, l.max_us
+        );
+    }
+    let e = &summary.errors;
+    println!(
+        "errors: handshake failed {}, non-200 {}, I/O {}, timeout {}",
+        e.handshake_failed, e.non_200, e.io, e.timeout
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.identities == 0 || cli.concurrency == 0 {
+        bail!("--identities and --concurrency must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&cli.keepalive_share) {
+        bail!("--keepalive-share must be between 0 and 1");
+    }
+    if !cli.skip_register {
+        register(&cli).await?;
+    }
+    let (cipher_list, suite) = match cli.suite {
+        Suite::Ccm => ("TLS13-AES128-CCM-SHA256", "ccm"),
+        Suite::Gcm => ("TLS13-AES128-GCM-SHA256", "gcm"),
+    };
+    let (key_exchange, kex) = match cli.kex {
+        Kex::PskKe => (KeyExchange::PskKe, "psk-ke"),
+        Kex::Both => (KeyExchange::Both, "both"),
+    };
+    let shared = Arc::new(Shared {
+        cipher_list: cipher_list.to_owned(),
+        key_exchange,
+        counters: Counters::default(),
+        stop: AtomicBool::new(false),
+        cli,
+    });
+    // Fail fast, with the underlying reason, on a wrong port or key before starting the clock.
+    let sim = shared.cli.sim;
+    let tcp = tokio::net::TcpStream::connect(sim)
+        .await
+        .with_context(|| format!("connecting to the SIM port {sim}"))?;
+    let config = ClientConfig {
+        identity: iccid(0).into_bytes(),
+        key: Zeroizing::new(psk(0).to_vec()),
+        cipher_list: shared.cipher_list.clone(),
+        key_exchange: shared.key_exchange,
+    };
+    let mut probe = tokio::time::timeout(shared.cli.timeout, wolfssl::connect(tcp, &config))
+        .await
+        .map_err(|_| anyhow::anyhow!("first handshake with {sim} timed out"))?
+        .with_context(|| format!("first handshake with {sim} as {}", iccid(0)))?;
+    probe.shutdown().await;
+
+    let started = Instant::now();
+    let deadline = started + shared.cli.duration;
+    let workers: Vec<_> = (0..shared.cli.concurrency)
+        .map(|id| tokio::spawn(worker(shared.clone(), id, deadline)))
+        .collect();
+    let progress = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let mut last = 0;
+            loop {
+                tick.tick().await;
+                let requests = shared.counters.requests.load(Ordering::Relaxed);
+                eprintln!(
+                    "{:>6.1}s  requests {requests:>9}  {:>7} req/s  errors {}",
+                    started.elapsed().as_secs_f64(),
+                    requests - last,
+                    shared.counters.errors.load(Ordering::Relaxed)
+                );
+                last = requests;
+            }
+        })
+    };
+    let interrupted = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut all = WorkerStats::default();
+    for handle in workers {
+        let stats = handle.await.context("a worker panicked")?;
+        all.new_micros.extend(stats.new_micros);
+        all.keepalive_micros.extend(stats.keepalive_micros);
+        all.handshake_failed += stats.handshake_failed;
+        all.non_200 += stats.non_200;
+        all.io += stats.io;
+        all.timeout += stats.timeout;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.abort();
+    interrupted.abort();
+
+    all.new_micros.sort_unstable();
+    all.keepalive_micros.sort_unstable();
+    let mut ok: Vec<u32> = all
+        .new_micros
+        .iter()
+        .chain(&all.keepalive_micros)
+        .copied()
+        .collect();
+    ok.sort_unstable();
+    let requests = shared.counters.requests.load(Ordering::Relaxed);
+    let summary = Summary {
+        suite: suite.to_owned(),
+        kex: kex.to_owned(),
+        identities: shared.cli.identities,
+        concurrency: shared.cli.concurrency,
+        seconds,
+        requests,
+        throughput: requests as f64 / seconds,
+        ok: latency(&ok, seconds),
+        new_connection: latency(&all.new_micros, seconds),
+        keepalive: latency(&all.keepalive_micros, seconds),
+        errors: Errors {
+            handshake_failed: all.handshake_failed,
+            non_200: all.non_200,
+            io: all.io,
+            timeout: all.timeout,
+        },
+    };
+    print(&summary);
+    if shared.cli.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
