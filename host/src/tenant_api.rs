@@ -156,19 +156,7 @@ pub async fn handle(
         }
         (Api::Functions { account, route }, &Method::DELETE) => {
             match store.deactivate_function(&account, &route).await {
-                Ok(_) => {
-                    node.runtime.set_tenant_function(&account, &route, None);
-                    tracing::info!(
-                        account,
-                        route,
-                        by = who(caller),
-                        "tenant function removed: the platform's serves again"
-                    );
-                    answer(
-                        StatusCode::OK,
-                        json!({ "account": account, "route": route, "active": null }),
-                    )
-                }
+                Ok(_) => now_serving(node, caller, &account, &route, None),
                 Err(e) => unavailable(e),
             }
         }
@@ -348,23 +336,40 @@ async fn activate(
         Err(e) => return unavailable(e),
     };
     match store.activate_function(account, route, version).await {
-        Ok(_) => {
-            node.runtime
-                .set_tenant_function(account, route, Some(prepared.loaded));
-            tracing::info!(
-                account,
-                route,
-                version,
-                by = who(caller),
-                "tenant function activated"
-            );
-            answer(
-                StatusCode::OK,
-                json!({ "account": account, "route": route, "active": version }),
-            )
-        }
+        Ok(_) => now_serving(
+            node,
+            caller,
+            account,
+            route,
+            Some((version, prepared.loaded)),
+        ),
         Err(e) => unavailable(e),
     }
+}
+
+/// Serves what the store now has active for the route (None: the platform's
+/// component) from the next request on, and answers with it.
+fn now_serving(
+    node: &Node,
+    caller: &Caller,
+    account: &str,
+    route: &str,
+    active: Option<(&str, Arc<crate::runtime::Loaded>)>,
+) -> Answer {
+    let version = active.as_ref().map(|(version, _)| (*version).to_owned());
+    node.runtime
+        .set_tenant_function(account, route, active.map(|(_, loaded)| loaded));
+    tracing::info!(
+        account,
+        route,
+        version = version.as_deref().unwrap_or("the platform's"),
+        by = who(caller),
+        "tenant function now serving"
+    );
+    answer(
+        StatusCode::OK,
+        json!({ "account": account, "route": route, "active": version }),
+    )
 }
 
 /// Validates and compiles a version off the async runtime: compiling takes a while.
