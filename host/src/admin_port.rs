@@ -146,15 +146,7 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
         return ndjson(node, component, req, batch);
     }
     let (mut parts, body) = req.into_parts();
-    for (name, value) in &matched.params {
-        let name = format!("spin-path-match-{}", name.replace('_', "-"));
-        if let (Ok(name), Ok(value)) = (
-            header::HeaderName::try_from(name),
-            header::HeaderValue::from_str(value),
-        ) {
-            parts.headers.insert(name, value);
-        }
-    }
+    parts.headers.extend(matched.spin_headers());
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),

@@ -73,6 +73,18 @@ pub struct Matched<'a> {
     pub params: Vec<(&'a str, &'a str)>,
 }
 
+impl Matched<'_> {
+    /// The `:name` values as Spin passes them to a component: `spin-path-match-name`.
+    pub fn spin_headers(&self) -> impl Iterator<Item = (http::HeaderName, http::HeaderValue)> + '_ {
+        self.params.iter().filter_map(|(name, value)| {
+            let name =
+                http::HeaderName::try_from(format!("spin-path-match-{}", name.replace('_', "-")))
+                    .ok()?;
+            Some((name, http::HeaderValue::from_str(value).ok()?))
+        })
+    }
+}
+
 pub enum Lookup<'a> {
     Found(Matched<'a>),
     /// The path exists on this listener, but not for this method.
@@ -210,6 +222,12 @@ mod tests {
         };
         assert_eq!(m.route.component, "device-create");
         assert_eq!(m.params, vec![("device_id", "d-1")]);
+        let headers: Vec<_> = m.spin_headers().collect();
+        assert_eq!(headers.len(), 1);
+        assert_eq!(
+            (headers[0].0.as_str(), headers[0].1.to_str().unwrap()),
+            ("spin-path-match-device-id", "d-1")
+        );
         let Lookup::Found(m) = t.lookup(Listener::Sim, "GET", "/v1/dev/d-1") else {
             panic!("no route")
         };

@@ -203,11 +203,8 @@ async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) ->
     for h in req.headers.iter() {
         builder = builder.header(h.name, h.value);
     }
-    for (name, value) in &matched.params {
-        builder = builder.header(
-            format!("spin-path-match-{}", name.replace('_', "-")),
-            *value,
-        );
+    for (name, value) in matched.spin_headers() {
+        builder = builder.header(name, value);
     }
     let Ok(request) = builder.body(Bytes::copy_from_slice(&raw[head_len..])) else {
         return (refusal("bad_request"), !close);
