@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing psk-edge needs on a Debian machine with Rust:
 # the C toolchain pieces wolfSSL's build uses (autoconf, automake, libtool, libclang
-# for bindgen), the real TLS clients the tests drive (openssl, gnutls-cli, curl), and
-# the wasm32-wasip2 Rust target the functions are built for. Idempotent; quiet when
-# everything is present.
+# for bindgen), the real TLS clients the tests drive (openssl, gnutls-cli, curl), the
+# real servers they start on loopback (Mosquitto, PostgreSQL: the tests run their own
+# temporary clusters, not the packaged service), and the wasm32-wasip2 Rust target the
+# functions are built for. Idempotent; quiet when everything is present.
 set -euo pipefail
 
-packages=(autoconf automake libtool libclang-dev pkg-config make gcc openssl gnutls-bin curl ca-certificates mosquitto)
+packages=(autoconf automake libtool libclang-dev pkg-config make gcc openssl gnutls-bin curl ca-certificates mosquitto postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

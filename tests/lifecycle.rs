@@ -36,12 +36,15 @@ async fn data_survives_a_restart_and_sigterm_stops_quickly() {
     // Secrets stay out of the log and out of the database file in the clear.
     let log = node.log();
     assert!(!log.contains(&before.pwd) && !log.contains(OPERATOR_SECRET));
-    let db = std::fs::read(dir.path().join("psk-edge.db")).unwrap();
+    let db = database_bytes(&node);
     assert!(
         !db.windows(before.pwd.len())
             .any(|w| w == before.pwd.as_bytes())
     );
     assert!(!db.windows(16).any(|w| w == (64u8..80).collect::<Vec<_>>()));
+    // pg_dump writes bytea as hex.
+    let demo_hex = DEMO_PSK_HEX.as_bytes();
+    assert!(!db.windows(demo_hex.len()).any(|w| w == demo_hex));
 }
 
 #[tokio::test]
@@ -49,7 +52,7 @@ async fn first_start_generates_private_secrets_and_prints_the_openssl_line() {
     use std::os::unix::fs::PermissionsExt;
     // Without the env pair the node generates one into a 0600 file and never prints the secret.
     let dir2 = tempfile::tempdir().unwrap();
-    let mut cmd = NodeBuilder::new(dir2.path()).command();
+    let mut cmd = NodeBuilder::new(dir2.path()).sqlite().command();
     cmd.env_remove("PSK_EDGE_OPERATOR_KEY")
         .env_remove("PSK_EDGE_OPERATOR_SECRET");
     let mut child = cmd.spawn().unwrap();

@@ -433,7 +433,12 @@ async fn a_device_created_while_the_broker_is_down_works_once_it_is_back() {
 #[tokio::test]
 async fn up_runs_its_own_broker_or_says_there_is_none() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeBuilder::new(dir.path()).mqtt(&[]).start().await;
+    // A managed broker is a single node's: nodes of a shared database share one.
+    let node = NodeBuilder::new(dir.path())
+        .sqlite()
+        .mqtt(&[])
+        .start()
+        .await;
     let port: u16 = node.mqtt.rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 1883);
     let c = sim_creds(&node, &post("own", DEMO_ICCID)).await;

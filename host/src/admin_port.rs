@@ -162,7 +162,7 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
         .await
     {
         Ok(response) => {
-            node.platform.commit(response.effects).await;
+            node.platform.commit(response.effects);
             let mut out = Response::new(Full::new(response.body).boxed());
             *out.status_mut() = response.status;
             if let Some(content_type) = response.content_type {

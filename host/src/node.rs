@@ -14,6 +14,7 @@ use crate::psk_cache::PskCache;
 use crate::router::RouteTable;
 use crate::runtime::{CallLimits, Runtime};
 use crate::sim_port::SimPortConfig;
+use crate::tenant_api::TenantSync;
 
 pub struct Node {
     pub psks: Arc<PskCache>,
@@ -26,6 +27,8 @@ pub struct Node {
     pub admin: AdminAccess,
     /// The SIM-port functions an account may replace with its own.
     pub tenant_routes: Vec<String>,
+    /// What of the tenants' functions this node runs; one sync at a time.
+    pub tenant_sync: tokio::sync::Mutex<TenantSync>,
 }
 
 /// Accepts connections until `shutdown` is cancelled, each served by its own tracked task.

@@ -484,6 +484,7 @@ impl Runtime {
                 platform: self.platform.clone(),
                 component: loaded.id.clone(),
                 effects: Vec::new(),
+                seen: Default::default(),
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -505,11 +506,23 @@ impl Runtime {
                 Handler::P2(pre) => call_p2(pre, &mut store, request, limits.max_response).await,
             }
         };
-        let mut response = tokio::time::timeout(wall, run)
-            .await
-            .map_err(|_| InvokeError::Deadline)??;
-        response.effects = std::mem::take(&mut store.data_mut().caps.effects);
-        Ok(response)
+        let outcome = tokio::time::timeout(wall, run).await;
+        let effects = std::mem::take(&mut store.data_mut().caps.effects);
+        match outcome {
+            Ok(Ok(mut response)) => {
+                response.effects = effects;
+                Ok(response)
+            }
+            // What the function claimed before it failed never reaches the caller.
+            Ok(Err(e)) => {
+                self.platform.undo(effects).await;
+                Err(e)
+            }
+            Err(_) => {
+                self.platform.undo(effects).await;
+                Err(InvokeError::Deadline)
+            }
+        }
     }
 }
 

@@ -110,9 +110,10 @@ async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
                 let (response, keep_open) = handle(&raw, head_len, caller, node).await;
                 if let Some((bytes, effects)) = response {
                     if stream.write_all(&bytes).await.is_err() {
+                        node.platform.undo(effects).await;
                         return;
                     }
-                    node.platform.commit(effects).await;
+                    node.platform.commit(effects);
                 }
                 if !keep_open {
                     return;
@@ -244,6 +245,7 @@ async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) ->
             limit = node.sim_port.message_limit,
             "response over the SIM message limit not sent"
         );
+        node.platform.undo(response.effects).await;
         return (None, false);
     }
     (Some((bytes, response.effects)), !close)

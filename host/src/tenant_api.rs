@@ -3,6 +3,7 @@
 //! These handle component bytes and compilation, which are the host's business; the
 //! decisions about devices and profiles stay in the admin components.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,9 +14,9 @@ use sha2::{Digest, Sha256};
 use crate::capabilities::Caller;
 use crate::identity::is_name;
 use crate::node::Node;
-use crate::runtime::Prepared;
+use crate::runtime::{Loaded, Prepared};
 use crate::secrets::random_token;
-use crate::store::AccountLimits;
+use crate::store::{AccountLimits, Counter};
 
 /// Largest component a tenant may upload.
 pub const MAX_COMPONENT: usize = 16 << 20;
@@ -156,7 +157,10 @@ pub async fn handle(
         }
         (Api::Functions { account, route }, &Method::DELETE) => {
             match store.deactivate_function(&account, &route).await {
-                Ok(_) => now_serving(node, caller, &account, &route, None),
+                Ok(_) => {
+                    follow_store(node, None).await;
+                    now_serving(caller, &account, &route, None)
+                }
                 Err(e) => unavailable(e),
             }
         }
@@ -230,7 +234,7 @@ async fn create_key(node: &Node, account: &str) -> Answer {
     }
 }
 
-async fn set_limits(node: &Node, account: &str, body: &[u8]) -> Answer {
+async fn set_limits(node: &Arc<Node>, account: &str, body: &[u8]) -> Answer {
     let Ok(limits) = serde_json::from_slice::<AccountLimits>(body) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -247,7 +251,7 @@ async fn set_limits(node: &Node, account: &str, body: &[u8]) -> Answer {
         .await
     {
         Ok(_) => {
-            node.runtime.set_tenant_limits(account, limits);
+            follow_store(node, None).await;
             tracing::info!(account, ?limits, "function limits set");
             answer(
                 StatusCode::OK,
@@ -296,8 +300,7 @@ async fn upload(
         if let Err(e) = store.activate_function(account, route, &version).await {
             return unavailable(e);
         }
-        node.runtime
-            .set_tenant_function(account, route, Some(prepared.loaded));
+        follow_store(node, Some((account, route, &version, prepared.loaded))).await;
     }
     tracing::info!(
         account,
@@ -336,33 +339,20 @@ async fn activate(
         Err(e) => return unavailable(e),
     };
     match store.activate_function(account, route, version).await {
-        Ok(_) => now_serving(
-            node,
-            caller,
-            account,
-            route,
-            Some((version, prepared.loaded)),
-        ),
+        Ok(_) => {
+            follow_store(node, Some((account, route, version, prepared.loaded))).await;
+            now_serving(caller, account, route, Some(version))
+        }
         Err(e) => unavailable(e),
     }
 }
 
-/// Serves what the store now has active for the route (None: the platform's
-/// component) from the next request on, and answers with it.
-fn now_serving(
-    node: &Node,
-    caller: &Caller,
-    account: &str,
-    route: &str,
-    active: Option<(&str, Arc<crate::runtime::Loaded>)>,
-) -> Answer {
-    let version = active.as_ref().map(|(version, _)| (*version).to_owned());
-    node.runtime
-        .set_tenant_function(account, route, active.map(|(_, loaded)| loaded));
+/// Answers with what now serves the route (None: the platform's component).
+fn now_serving(caller: &Caller, account: &str, route: &str, version: Option<&str>) -> Answer {
     tracing::info!(
         account,
         route,
-        version = version.as_deref().unwrap_or("the platform's"),
+        version = version.unwrap_or("the platform's"),
         by = who(caller),
         "tenant function now serving"
     );
@@ -370,6 +360,14 @@ fn now_serving(
         StatusCode::OK,
         json!({ "account": account, "route": route, "active": version }),
     )
+}
+
+/// This node's own change reaches its runtime the way another node's does (by the
+/// store's revision), with the version it just compiled as a head start.
+async fn follow_store(node: &Arc<Node>, compiled: Option<(&str, &str, &str, Arc<Loaded>)>) {
+    if let Err(e) = sync_tenants(node, compiled).await {
+        tracing::warn!("tenant change stored, this node follows on its next resync: {e:#}");
+    }
 }
 
 /// Validates and compiles a version off the async runtime: compiling takes a while.
@@ -385,28 +383,91 @@ async fn prepare(
     tokio::task::spawn_blocking(move || node.runtime.prepare(&label, &bytes)).await
 }
 
-/// Loads every account's active functions and limits at start; one that no longer
-/// loads (e.g. after an engine change) is reported and its route falls back.
-pub async fn load_tenants(node: &Arc<Node>) -> anyhow::Result<usize> {
+/// What this node runs of the tenants' functions, and the store revision that is.
+#[derive(Default)]
+pub struct TenantSync {
+    revision: Option<i64>,
+    versions: HashMap<(String, String), String>,
+    limited: HashSet<String>,
+}
+
+/// Brings the runtime to the tenants' functions and limits the store has now: at
+/// start, after this node's own changes, and when another node announces one. A
+/// version that does not load (e.g. after an engine change) is reported and its route
+/// falls back to the platform's component. Returns how many functions are active.
+pub async fn sync_tenants(
+    node: &Arc<Node>,
+    compiled: Option<(&str, &str, &str, Arc<Loaded>)>,
+) -> anyhow::Result<usize> {
+    let mut state = node.tenant_sync.lock().await;
     let store = &node.platform.store;
-    for (account, limits) in store.account_limits().await? {
+    let revision = store.revision(Counter::Functions).await?;
+    if state.revision == Some(revision) {
+        return Ok(state.versions.len());
+    }
+    let limits = store.account_limits().await?;
+    let limited: HashSet<String> = limits.iter().map(|(a, _)| a.clone()).collect();
+    for (account, limits) in limits {
         node.runtime.set_tenant_limits(&account, limits);
     }
-    let active = store.active_functions().await?;
-    let count = active.len();
-    for f in active {
-        match prepare(node, &f.account_id, &f.route, &f.version, f.component).await? {
-            Ok(prepared) => {
-                node.runtime
-                    .set_tenant_function(&f.account_id, &f.route, Some(prepared.loaded))
-            }
-            Err(reason) => tracing::error!(
-                account = f.account_id,
-                route = f.route,
-                version = f.version,
-                "active tenant function does not load, the platform's serves instead: {reason}"
-            ),
+    for account in state.limited.difference(&limited) {
+        node.runtime
+            .set_tenant_limits(account, AccountLimits::default());
+    }
+    state.limited = limited;
+
+    let active = store.active_versions().await?;
+    let mut wanted = HashMap::with_capacity(active.len());
+    for (account, route, version) in active {
+        let key = (account, route);
+        if state.versions.get(&key) != Some(&version) {
+            let (account, route) = (&key.0, &key.1);
+            let loaded = match &compiled {
+                Some((a, r, v, loaded)) if (*a, *r, *v) == (account, route, &version) => {
+                    Some(loaded.clone())
+                }
+                _ => load_version(node, account, route, &version).await?,
+            };
+            node.runtime.set_tenant_function(account, route, loaded);
+        }
+        wanted.insert(key, version);
+    }
+    for (account, route) in state.versions.keys() {
+        if !wanted.contains_key(&(account.clone(), route.clone())) {
+            node.runtime.set_tenant_function(account, route, None);
         }
     }
-    Ok(count)
+    state.versions = wanted;
+    state.revision = Some(revision);
+    Ok(state.versions.len())
+}
+
+/// A stored version compiled for this node; None (the platform's serves) when it
+/// no longer loads.
+async fn load_version(
+    node: &Arc<Node>,
+    account: &str,
+    route: &str,
+    version: &str,
+) -> anyhow::Result<Option<Arc<Loaded>>> {
+    let Some(bytes) = node
+        .platform
+        .store
+        .function_component(account, route, version)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(match prepare(node, account, route, version, bytes).await? {
+        Ok(prepared) => Some(prepared.loaded),
+        Err(reason) => {
+            tracing::error!(
+                account,
+                route,
+                version,
+                "active tenant function does not load, the platform's serves instead: {reason}"
+            );
+            None
+        }
+    })
 }

@@ -24,6 +24,7 @@ use crate::runtime::{CallLimits, Runtime, RuntimeConfig};
 use crate::secrets::{self, OperatorCredentials, Sealer};
 use crate::sim_port::{self, SimPortConfig};
 use crate::store::Store;
+use crate::store::follow::{self, Changes};
 use crate::wolfssl;
 
 pub const DEMO_ICCID: &str = "049305930495403";
@@ -45,7 +46,8 @@ pub enum KexArg {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Where the database, keys, certificate and compiled functions live.
+    /// Where the node's own files live: the SQLite database (unless --database-url),
+    /// keys, certificate and compiled functions.
     #[arg(long, env = "PSK_EDGE_DATA_DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
     /// The SIM port (TLS 1.3 PSK-only). Pass 0.0.0.0:11111 to expose it.
@@ -57,7 +59,14 @@ pub struct UpArgs {
     /// A Spin manifest to serve instead of the built-in one.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
-    /// A file holding the 64-hex-character master key (else PSK_EDGE_MASTER_KEY, else generated).
+    /// A PostgreSQL database that many nodes share (postgres://USER:PASSWORD@HOST/DB),
+    /// on a session connection: LISTEN/NOTIFY does not pass transaction-mode poolers.
+    /// Default: DATA_DIR/psk-edge.db, the node's own SQLite file.
+    #[arg(long, env = "PSK_EDGE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// A file holding the 64-hex-character master key (else PSK_EDGE_MASTER_KEY, else
+    /// generated in DATA_DIR; with --database-url one of the two is required, the same on
+    /// every node).
     #[arg(long)]
     pub master_key_file: Option<PathBuf>,
     /// PEM certificate chain for the admin port (else a self-signed one is generated).
@@ -111,9 +120,13 @@ pub struct UpArgs {
     /// No broker: devices get credentials that no broker knows.
     #[arg(long)]
     pub no_mqtt: bool,
-    /// Do not create the demo account and SIM on first start.
-    #[arg(long)]
+    /// Do not create the demo account and SIM on first start (SQLite).
+    #[arg(long, conflicts_with = "demo")]
     pub no_demo: bool,
+    /// Create the demo account and SIM on a shared database too. Its key is public:
+    /// never on a production database.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -131,6 +144,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let master_env = std::env::var("PSK_EDGE_MASTER_KEY")
         .ok()
         .map(Zeroizing::new);
+    let shared = args.database_url.is_some();
+    if shared && master_env.is_none() && args.master_key_file.is_none() {
+        bail!(
+            "with --database-url every node needs the deployment's master key: \
+             set PSK_EDGE_MASTER_KEY (64 hex characters) or --master-key-file, the same on every node"
+        );
+    }
     let (master_key, key_source) = secrets::load_master_key(
         master_env.as_deref().map(String::as_str),
         args.master_key_file.as_deref(),
@@ -139,7 +159,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let sealer = Sealer::new(&master_key);
     drop(master_key);
 
-    let store = Store::open_sqlite(&data_dir.join("psk-edge.db")).await?;
+    let store = match &args.database_url {
+        Some(url) => Store::open_postgres(url).await?,
+        None => Store::open_sqlite(&data_dir.join("psk-edge.db")).await?,
+    };
     check_master_key(&store, &sealer, &key_source).await?;
 
     let broker = start_broker(&args, data_dir).await;
@@ -158,8 +181,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         psks.clone(),
         provisioner.clone(),
     ));
-    let loaded = platform.load_psk_cache().await?;
-    let demo_created = !args.no_demo && seed_demo(&platform).await?;
+    let loaded = platform.sync_psks().await?;
+    // A shared database is production's: a SIM whose key is public only on request.
+    let demo_wanted = if shared { args.demo } else { !args.no_demo };
+    let demo_created = demo_wanted && seed_demo(&platform).await?;
 
     let (operator, operator_file) = OperatorCredentials::load(
         std::env::var("PSK_EDGE_OPERATOR_KEY").ok(),
@@ -236,9 +261,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             operator,
             allow: args.admin_allow.clone(),
         },
+        tenant_sync: Default::default(),
     });
 
-    let tenant_functions = crate::tenant_api::load_tenants(&node).await?;
+    let tenant_functions = crate::tenant_api::sync_tenants(&node, None).await?;
     let sim_listener = TcpListener::bind(args.sim_listen)
         .await
         .with_context(|| format!("binding the SIM port {}", args.sim_listen))?;
@@ -253,6 +279,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let (Some(provisioner), Some(dynsec)) = (provisioner, &broker.dynsec) {
         tasks.spawn(provisioner.run(dynsec.connections(), shutdown.clone()));
     }
+    follow_other_nodes(&node, &tasks, &shutdown);
     tasks.spawn(sim_port::serve(
         sim_listener,
         sim_tls,
@@ -282,6 +309,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         sim = %sim_addr,
         admin = %admin_addr,
         mqtt = %broker.address,
+        database = if shared { "postgres" } else { "sqlite" },
         sims = node.psks.len(),
         tenant_functions,
         loaded_at_start = loaded,
@@ -307,6 +335,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     node.platform.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Other nodes' PSK and tenant-function changes reach this node's cache and runtime.
+fn follow_other_nodes(node: &Arc<Node>, tasks: &TaskTracker, shutdown: &CancellationToken) {
+    let changes = Arc::new(Changes::default());
+    tasks.spawn(follow::listen(
+        node.platform.store.clone(),
+        changes.clone(),
+        shutdown.clone(),
+    ));
+    let (psk_node, psk_changes, psk_shutdown) = (node.clone(), changes.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        follow::apply("PSK", &psk_changes.psk, psk_shutdown, || {
+            let node = &psk_node;
+            async move { node.platform.sync_psks().await.map(drop) }
+        })
+        .await;
+    });
+    let (fn_node, shutdown) = (node.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        follow::apply("tenant function", &changes.functions, shutdown, || {
+            let node = &fn_node;
+            async move { crate::tenant_api::sync_tenants(node, None).await.map(drop) }
+        })
+        .await;
+    });
 }
 
 /// wasmtime has its own error type; keep its whole chain in the message.
@@ -348,6 +402,9 @@ async fn start_broker(args: &UpArgs, data_dir: &Path) -> BrokerSetup {
             description: format!("{url} (dynamic security)"),
             address: format!("{}:{}", url.host, url.port),
         };
+    }
+    if args.database_url.is_some() {
+        return none("nodes of a shared database share one broker, given by --mqtt-url");
     }
     if !ManagedMosquitto::available() {
         return none("no mosquitto installed and no --mqtt-url given");

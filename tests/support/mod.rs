@@ -17,6 +17,7 @@ pub const OPERATOR_KEY: &str = "test-operator";
 pub const OPERATOR_SECRET: &str = "test-operator-secret-0123456789";
 pub mod fixtures;
 pub mod mqtt;
+pub mod postgres;
 
 pub const CCM: &str = "TLS_AES_128_CCM_SHA256";
 pub const GCM: &str = "TLS_AES_128_GCM_SHA256";
@@ -29,6 +30,8 @@ pub struct Node {
     /// host:port of the broker, or `none`.
     pub mqtt: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database's URL; None: DATA_DIR/psk-edge.db.
+    pub database: Option<String>,
     pub output: Arc<Mutex<Vec<String>>>,
 }
 
@@ -37,6 +40,31 @@ pub struct NodeBuilder {
     args: Vec<String>,
     mqtt: Option<Vec<String>>,
     envs: Vec<(String, String)>,
+    sqlite: bool,
+    database_url: Option<String>,
+}
+
+/// The master key test nodes of a shared database use unless a test gives its own.
+pub const TEST_MASTER_KEY: &str =
+    "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// The database a data directory's node uses when the suite runs on PostgreSQL: one
+/// per directory, so a restarted node finds its data again.
+pub fn database_for(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    postgres::shared().create_database(&format!("node_{}", &hex::encode(digest)[..16]))
+}
+
+/// Every stored byte of the node's database, for checks that a secret is not in it.
+pub fn database_bytes(node: &Node) -> Vec<u8> {
+    match &node.database {
+        None => std::fs::read(node.data_dir.join("psk-edge.db")).unwrap(),
+        Some(url) => {
+            let name = url.rsplit('/').next().unwrap();
+            postgres::shared().dump(name)
+        }
+    }
 }
 
 /// Compiled components are shared by all test nodes so each start does not recompile.
@@ -54,7 +82,35 @@ impl NodeBuilder {
                 ("PSK_EDGE_OPERATOR_KEY".into(), OPERATOR_KEY.into()),
                 ("PSK_EDGE_OPERATOR_SECRET".into(), OPERATOR_SECRET.into()),
             ],
+            sqlite: !postgres::postgres_mode(),
+            database_url: None,
         }
+    }
+
+    /// This node shares the PostgreSQL database at `url` (with other nodes).
+    pub fn shared_database(mut self, url: &str) -> Self {
+        self.sqlite = false;
+        self.database_url = Some(url.to_owned());
+        self
+    }
+
+    /// This node keeps its own SQLite file whichever backend the suite runs on (for
+    /// what only a single node does: a managed broker, generated keys).
+    pub fn sqlite(mut self) -> Self {
+        self.sqlite = true;
+        self
+    }
+
+    /// The shared database this node will use, if any.
+    pub fn database(&self) -> Option<String> {
+        if self.sqlite {
+            return None;
+        }
+        Some(
+            self.database_url
+                .clone()
+                .unwrap_or_else(|| database_for(&self.data_dir)),
+        )
     }
 
     /// Nodes run without a broker unless a test asks for one.
@@ -92,6 +148,7 @@ impl NodeBuilder {
                     .clone()
                     .unwrap_or_else(|| vec!["--no-mqtt".into()]),
             )
+            .args(self.database_args())
             .env("RUST_LOG", "info")
             .env_remove("PSK_EDGE_MASTER_KEY")
             .env_remove("PSK_EDGE_MQTT_URL")
@@ -100,10 +157,30 @@ impl NodeBuilder {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if !self.sqlite
+            && !self.envs.iter().any(|(k, _)| k == "PSK_EDGE_MASTER_KEY")
+            && !self.args.iter().any(|a| a == "--master-key-file")
+        {
+            cmd.env("PSK_EDGE_MASTER_KEY", TEST_MASTER_KEY);
+        }
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// On PostgreSQL: the node's database, and the demo SIM the tests use (a shared
+    /// database gets it only on request).
+    fn database_args(&self) -> Vec<String> {
+        let Some(url) = self.database() else {
+            return Vec::new();
+        };
+        let mut args = vec!["--database-url".to_owned(), url];
+        // Nodes a test puts on a shared database say themselves what they want.
+        if self.database_url.is_none() && !self.args.iter().any(|a| a == "--no-demo") {
+            args.push("--demo".into());
+        }
+        args
     }
 
     pub async fn start(self) -> Node {
@@ -123,7 +200,13 @@ impl NodeBuilder {
         node
     }
 
+    /// Starts without waiting for other first starts (for starts that must overlap).
+    pub async fn start_now(self) -> Node {
+        self.spawn().await
+    }
+
     async fn spawn(self) -> Node {
+        let database = self.database();
         let mut child = self.command().spawn().expect("spawn psk-edge");
         let output = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -136,7 +219,7 @@ impl NodeBuilder {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if line.contains("ready") {
+                    if line.contains(" ready sim=") {
                         let _ = ready_tx.send(line.clone());
                     }
                     output.lock().unwrap().push(line);
@@ -165,6 +248,7 @@ impl NodeBuilder {
             mqtt: field("mqtt="),
             child: Some(child),
             data_dir: self.data_dir,
+            database,
             output,
         }
     }

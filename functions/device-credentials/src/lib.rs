@@ -8,6 +8,8 @@ use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
 
 const FUNCTION: &str = "device-credentials";
+/// How often to decide again when other answers for the same device keep coming first.
+const CLAIM_ATTEMPTS: usize = 32;
 
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
@@ -18,7 +20,7 @@ async fn handle(req: Request) -> impl IntoResponse {
         Err(refusal) => return sim::refuse(FUNCTION, None, refusal),
     };
     let id = target.device_id;
-    let device = match registry::device(id) {
+    let mut device = match registry::device(id) {
         Ok(device) => device,
         Err(e) => return sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
     };
@@ -49,9 +51,21 @@ async fn handle(req: Request) -> impl IntoResponse {
             }
         },
     };
-    let rotate = should_rotate(device.expiration.into(), device.served, device.password_age);
-    match registry::serve_credentials(id, rotate) {
-        Ok(credentials) => sim::credentials_config_reply(&credentials, config),
-        Err(e) => sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
+    let mut attempt = 1;
+    loop {
+        let rotate = should_rotate(device.expiration.into(), device.served, device.password_age);
+        match registry::serve_credentials(id, rotate) {
+            Ok(credentials) => return sim::credentials_config_reply(&credentials, config),
+            // Another answer for this device (maybe on another node) was counted since
+            // `device` read it: decide again on what it is now.
+            Err(Error::Conflict) if attempt < CLAIM_ATTEMPTS => {
+                attempt += 1;
+                device = match registry::device(id) {
+                    Ok(device) => device,
+                    Err(e) => return sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
+                };
+            }
+            Err(e) => return sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
+        }
     }
 }

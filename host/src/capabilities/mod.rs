@@ -67,8 +67,8 @@ pub struct Platform {
     pub psks: Arc<PskCache>,
     /// None without a broker (`--no-mqtt`, or no Mosquitto on this machine).
     pub provisioner: Option<Arc<Provisioner>>,
-    /// Store commit and cache update of PSK changes happen in one order.
-    psk_writes: tokio::sync::Mutex<()>,
+    /// The store's PSK revision the cache holds; one sync at a time.
+    psk_sync: tokio::sync::Mutex<i64>,
 }
 
 impl Platform {
@@ -83,7 +83,7 @@ impl Platform {
             sealer,
             psks,
             provisioner,
-            psk_writes: tokio::sync::Mutex::new(()),
+            psk_sync: tokio::sync::Mutex::new(0),
         }
     }
 
@@ -102,6 +102,9 @@ pub struct CapabilityCtx {
     pub component: Arc<str>,
     /// What must happen only if the response reaches the caller (see [`Effect`]).
     pub effects: Vec<Effect>,
+    /// The (revision, served) each device had when this request's `device` read it:
+    /// what `serve-credentials` claims against.
+    pub seen: std::collections::HashMap<String, (i64, i64)>,
 }
 
 impl CapabilityCtx {

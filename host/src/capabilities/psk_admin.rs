@@ -69,25 +69,51 @@ fn psk_context(iccid: &str) -> Vec<u8> {
 }
 
 impl Platform {
-    /// Fills the PSK cache from the store; returns how many SIMs it holds.
-    pub async fn load_psk_cache(&self) -> anyhow::Result<usize> {
+    /// Brings the PSK cache to the store's latest revision: everything on the first
+    /// call, then only what changed since (from this node or any other). Returns how
+    /// many SIMs the cache holds. Keys that do not open under this node's master key
+    /// are left out and reported.
+    pub async fn sync_psks(&self) -> anyhow::Result<usize> {
+        let mut applied = self.psk_sync.lock().await;
         let mut failed = 0usize;
-        self.store
-            .for_each_psk(
-                |row| match self.sealer.open(&psk_context(&row.iccid), &row.sealed_psk) {
-                    Ok(key) => self.psks.insert(row.iccid, Arc::from(row.account_id), key),
-                    Err(_) => failed += 1,
-                },
-            )
+        let mut changed = 0usize;
+        let at = self
+            .store
+            .psk_changes_since(*applied, |row| {
+                changed += 1;
+                match row.sealed_psk {
+                    None => self.psks.remove(&row.iccid),
+                    Some(sealed) => match self.sealer.open(&psk_context(&row.iccid), &sealed) {
+                        Ok(key) => self.psks.insert(row.iccid, Arc::from(row.account_id), key),
+                        Err(_) => {
+                            failed += 1;
+                            tracing::error!(
+                                iccid = row.iccid,
+                                "stored PSK does not open under this master key; SIM left out"
+                            );
+                        }
+                    },
+                }
+            })
             .await?;
-        if failed > 0 {
+        if *applied == 0 && failed > 0 {
             anyhow::bail!("{failed} stored PSKs do not open under this master key");
         }
+        if changed > 0 {
+            tracing::debug!(
+                from = *applied,
+                to = at,
+                changed,
+                "psk cache followed the store"
+            );
+        }
+        *applied = at;
         Ok(self.psks.len())
     }
 
-    /// Applies the changes in one transaction, then to the cache (closing the live
-    /// connections of every SIM whose key changed). Per change: whether it took effect.
+    /// Applies the changes in one transaction, then brings the cache up to it (closing
+    /// the live connections of every SIM whose key changed). Per change: whether it
+    /// took effect.
     pub async fn apply_psk_changes(
         &self,
         changes: Vec<PskChange>,
@@ -112,18 +138,12 @@ impl Platform {
                 },
             });
         }
-        let _order = self.psk_writes.lock().await;
         let (revision, applied) = self.store.apply_psk_writes(&writes).await?;
-        for (change, took_effect) in changes.into_iter().zip(&applied) {
-            match change {
-                PskChange::Upsert {
-                    iccid,
-                    account_id,
-                    psk,
-                } => self.psks.insert(iccid, Arc::from(account_id), psk),
-                PskChange::Remove { iccid } if *took_effect => self.psks.remove(&iccid),
-                PskChange::Remove { .. } => {}
-            }
+        // The cache takes the change the way it takes another node's: by revision,
+        // in store order. If the store fails right after the commit, the change is
+        // acknowledged and the follower's next resync brings it.
+        if let Err(e) = self.sync_psks().await {
+            tracing::warn!(revision, "psk change stored, cache follows later: {e:#}");
         }
         tracing::debug!(revision, changes = applied.len(), "psk table changed");
         Ok(applied)

@@ -9,7 +9,10 @@ use super::{CapError, CapabilityCtx, Credentials, Platform, SimCaller, WitExpira
 use crate::identity::is_name;
 use crate::provisioning::password_context;
 use crate::secrets::random_token;
-use crate::store::{CreateDeviceError, DeviceRow, Expiration, NewDevice, ProfileRow, now_ms};
+use crate::store::{
+    Claim, CreateDeviceError, DeviceRow, Expiration, NewDevice, PreviousPassword, ProfileRow,
+    now_ms,
+};
 
 /// `cli` and `usr` are at most 24 characters on the wire; 20 random characters
 /// (~119 bits) make a broker-wide clash practically impossible, and the store's
@@ -19,15 +22,15 @@ const PASSWORD_LEN: usize = 24;
 const CLASH_RETRIES: usize = 3;
 const DEVICE_ID: &str = "{DEVICE_ID}";
 
-/// Something a function asked for that must happen only if its response reaches the
-/// SIM: the SIM port commits these after sending and drops them when it refuses to
-/// send (an oversized answer must not count, nor rotate a password the device never saw).
+/// A credential answer already counted in the store that is final only once its
+/// response reaches the SIM: the SIM port commits it after sending (the broker learns
+/// a new password then) and undoes it when the answer never leaves (an oversized
+/// answer, a failed function) so that it neither counts nor rotates.
 pub enum Effect {
     Served {
         account_id: Arc<str>,
         device_id: String,
-        /// A fresh password (sealed) that this answer carried.
-        new_password: Option<Vec<u8>>,
+        claim: Claim,
     },
 }
 
@@ -81,21 +84,30 @@ impl Host for CapabilityCtx {
     ) -> wasmtime::Result<Result<DeviceInfo, CapError>> {
         let sim = self.sim()?;
         let platform = &self.platform;
-        Ok(async {
+        let read = async {
             let row = platform.own_device(sim, &device_id).await?;
             let expiration = platform
                 .expiration(&sim.account_id, row.profile.as_deref())
                 .await?;
-            Ok(DeviceInfo {
-                credentials: platform.credentials(sim, &device_id, &row, None)?,
-                profile: row.profile,
-                expiration: expiration.into(),
-                served: u32::try_from(row.served).unwrap_or(u32::MAX),
-                // Whole seconds, rounded down: "older than T" holds only once T has passed.
-                password_age: u64::try_from((now_ms() - row.password_set_at) / 1000).unwrap_or(0),
-            })
+            let seen = (row.revision, row.served);
+            Ok((
+                seen,
+                DeviceInfo {
+                    credentials: platform.credentials(sim, &device_id, &row, None)?,
+                    profile: row.profile,
+                    expiration: expiration.into(),
+                    served: u32::try_from(row.served).unwrap_or(u32::MAX),
+                    // Whole seconds, rounded down: "older than T" holds only once T has passed.
+                    password_age: u64::try_from((now_ms() - row.password_set_at) / 1000)
+                        .unwrap_or(0),
+                },
+            ))
         }
-        .await)
+        .await;
+        Ok(read.map(|(seen, info)| {
+            self.seen.insert(device_id, seen);
+            info
+        }))
     }
 
     async fn serve_credentials(
@@ -108,6 +120,13 @@ impl Host for CapabilityCtx {
             Ok(row) => row,
             Err(e) => return Ok(Err(e)),
         };
+        // The function decided on what `device` showed it; the claim holds only if the
+        // device is still that, else `conflict` and it decides again.
+        let seen = self
+            .seen
+            .get(&device_id)
+            .copied()
+            .unwrap_or((row.revision, row.served));
         let fresh = if rotate {
             match fresh_password(&self.platform, &sim.account_id, &device_id) {
                 Ok(fresh) => Some(fresh),
@@ -116,20 +135,47 @@ impl Host for CapabilityCtx {
         } else {
             None
         };
-        let credentials = self.platform.credentials(
+        let credentials = match self.platform.credentials(
             &sim,
             &device_id,
             &row,
             fresh.as_ref().map(|(clear, _)| clear.as_str()),
-        );
-        if credentials.is_ok() {
-            self.effects.push(Effect::Served {
-                account_id: sim.account_id.clone(),
-                device_id,
-                new_password: fresh.map(|(_, sealed)| sealed),
-            });
-        }
-        Ok(credentials)
+        ) {
+            Ok(credentials) => credentials,
+            Err(e) => return Ok(Err(e)),
+        };
+        let rotate_to = fresh.as_ref().map(|(_, sealed)| {
+            (
+                sealed.as_slice(),
+                PreviousPassword {
+                    sealed_password: row.sealed_password.clone(),
+                    password_set_at: row.password_set_at,
+                    served: row.served,
+                },
+            )
+        });
+        let claimed = self
+            .platform
+            .store
+            .claim_serve(&sim.account_id, &device_id, seen, rotate_to)
+            .await;
+        Ok(match claimed {
+            Ok(Some(claim)) => {
+                self.seen
+                    .insert(device_id.clone(), (claim.revision, claim.served));
+                self.effects.push(Effect::Served {
+                    account_id: sim.account_id.clone(),
+                    device_id,
+                    claim,
+                });
+                Ok(credentials)
+            }
+            Ok(None) => {
+                self.seen.remove(&device_id);
+                Err(CapError::Conflict)
+            }
+            Err(e) => Err(unavailable(&e)),
+        })
     }
 
     async fn config(
@@ -347,33 +393,43 @@ impl Platform {
         })
     }
 
-    /// Applies what the sent responses promised: counts, and new passwords (at the broker too).
-    pub async fn commit(&self, effects: Vec<Effect>) {
-        for effect in effects {
-            let Effect::Served {
-                account_id,
-                device_id,
-                new_password,
-            } = effect;
-            let result = match &new_password {
-                None => self.store.record_served(&account_id, &device_id).await,
-                // The answer that carried the new password is its first use.
-                Some(sealed) => self
-                    .store
-                    .set_password(&account_id, &device_id, sealed, 1)
-                    .await
-                    .map(drop),
-            };
-            match result {
-                Ok(()) if new_password.is_some() => {
-                    tracing::info!(account = &*account_id, device_id, "password rotated");
+    /// The answers reached the SIM: the broker learns the passwords they carried.
+    pub fn commit(&self, effects: Vec<Effect>) {
+        for Effect::Served {
+            account_id,
+            device_id,
+            claim,
+        } in effects
+        {
+            if claim.previous.is_some() {
+                tracing::info!(account = &*account_id, device_id, "password rotated");
+                self.device_changed(&account_id, &device_id);
+            }
+        }
+    }
+
+    /// The answers never left: take their counts and rotations back.
+    pub async fn undo(&self, effects: Vec<Effect>) {
+        for Effect::Served {
+            account_id,
+            device_id,
+            claim,
+        } in effects
+        {
+            match self.store.undo_serve(&account_id, &device_id, &claim).await {
+                Ok(true) if claim.previous.is_some() => {
                     self.device_changed(&account_id, &device_id);
                 }
-                Ok(()) => {}
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    account = &*account_id,
+                    device_id,
+                    "an answer that was not sent stays counted: the device changed since"
+                ),
                 Err(e) => tracing::error!(
                     account = &*account_id,
                     device_id,
-                    "answer sent but not recorded: {e}"
+                    "an answer that was not sent stays counted: {e}"
                 ),
             }
         }

@@ -72,7 +72,7 @@ impl Store {
         account_id: &str,
     ) -> Result<Option<Expiration>, StoreError> {
         let text: Option<String> =
-            sqlx::query_scalar("SELECT expiration FROM accounts WHERE id = ?")
+            sqlx::query_scalar("SELECT expiration FROM accounts WHERE id = $1")
                 .bind(account_id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -85,7 +85,7 @@ impl Store {
         account_id: &str,
         expiration: Expiration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE accounts SET expiration = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE accounts SET expiration = $1 WHERE id = $2")
             .bind(expiration.to_string())
             .bind(account_id)
             .execute(&self.pool)
@@ -106,7 +106,7 @@ impl Store {
             .collect();
         let done = sqlx::query(
             "INSERT INTO profiles (account_id, name, publish, subscribe, config, expiration)
-             SELECT id, ?2, ?3, ?4, ?5, ?6 FROM accounts WHERE id = ?1
+             SELECT id, $2, $3, $4, $5, $6 FROM accounts WHERE id = $1
              ON CONFLICT (account_id, name) DO UPDATE SET publish = excluded.publish,
                subscribe = excluded.subscribe, config = excluded.config, expiration = excluded.expiration",
         )
@@ -127,7 +127,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<ProfileRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, publish, subscribe, config, expiration FROM profiles WHERE account_id = ? AND name = ?",
+            "SELECT name, publish, subscribe, config, expiration FROM profiles WHERE account_id = $1 AND name = $2",
         )
         .bind(account_id)
         .bind(name)
@@ -138,7 +138,7 @@ impl Store {
 
     pub async fn profiles(&self, account_id: &str) -> Result<Vec<ProfileRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, publish, subscribe, config, expiration FROM profiles WHERE account_id = ? ORDER BY name",
+            "SELECT name, publish, subscribe, config, expiration FROM profiles WHERE account_id = $1 ORDER BY name",
         )
         .bind(account_id)
         .fetch_all(&self.pool)
@@ -147,7 +147,7 @@ impl Store {
     }
 }
 
-fn profile_row(row: &sqlx::sqlite::SqliteRow) -> Result<ProfileRow, StoreError> {
+fn profile_row(row: &sqlx::any::AnyRow) -> Result<ProfileRow, StoreError> {
     let json = |i: usize| -> Result<String, StoreError> { Ok(row.try_get(i)?) };
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
     let config: Vec<(String, String)> = serde_json::from_str(&json(3)?).map_err(corrupt)?;

@@ -1,7 +1,7 @@
 //! Devices: creation from a resolved profile, credentials, password rotation and use, what the broker has, config properties.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now, now_ms};
 
@@ -30,6 +30,23 @@ pub struct DeviceRow {
     pub password_set_at: i64,
     /// Credential answers sent since the password was set.
     pub served: i64,
+    /// Bumped by every password change: what a claim compares.
+    pub revision: i64,
+}
+
+/// The password a rotation replaced, kept so a rotation whose answer never left can be undone.
+pub struct PreviousPassword {
+    pub sealed_password: Vec<u8>,
+    pub password_set_at: i64,
+    pub served: i64,
+}
+
+/// A credential answer counted in the store: the device's state right after it.
+pub struct Claim {
+    pub revision: i64,
+    pub served: i64,
+    /// Some when this answer carries a fresh password.
+    pub previous: Option<PreviousPassword>,
 }
 
 /// What the broker must know of a device, and which revision of it it has.
@@ -66,7 +83,7 @@ fn topics_json(topics: &[String]) -> String {
 const BROKER_COLUMNS: &str = "SELECT account_id, device_id, client_id, username, password, publish, subscribe, \
                               revision, broker_revision FROM devices";
 
-fn broker_device(row: &SqliteRow) -> Result<BrokerDevice, sqlx::Error> {
+fn broker_device(row: &AnyRow) -> Result<BrokerDevice, sqlx::Error> {
     Ok(BrokerDevice {
         account_id: row.try_get(0)?,
         device_id: row.try_get(1)?,
@@ -88,7 +105,7 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO devices (account_id, device_id, iccid, client_id, username, password, created_at,
                                   profile, publish, subscribe, password_set_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(device.account_id)
         .bind(device.device_id)
@@ -117,7 +134,7 @@ impl Store {
             Err(e) => return Err(StoreError::from(e).into()),
         }
         for (name, value) in device.config {
-            sqlx::query("INSERT INTO device_config (account_id, device_id, name, value) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO device_config (account_id, device_id, name, value) VALUES ($1, $2, $3, $4)")
                 .bind(device.account_id)
                 .bind(device.device_id)
                 .bind(name)
@@ -136,8 +153,8 @@ impl Store {
         device_id: &str,
     ) -> Result<Option<DeviceRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT iccid, client_id, username, password, profile, password_set_at, served
-             FROM devices WHERE account_id = ? AND device_id = ?",
+            "SELECT iccid, client_id, username, password, profile, password_set_at, served, revision
+             FROM devices WHERE account_id = $1 AND device_id = $2",
         )
         .bind(account_id)
         .bind(device_id)
@@ -152,21 +169,102 @@ impl Store {
                 profile: row.try_get(4)?,
                 password_set_at: row.try_get(5)?,
                 served: row.try_get(6)?,
+                revision: row.try_get(7)?,
             })
         })
         .transpose()
     }
 
-    /// One more credential answer reached the SIM with the current password.
-    pub async fn record_served(&self, account_id: &str, device_id: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE devices SET served = served + 1 WHERE account_id = ? AND device_id = ?",
+    /// Counts one more credential answer, with a fresh password when `rotate_to` gives
+    /// one, but only if the device is still as the caller saw it (`seen`: revision and
+    /// served). None when it is not: another answer came first, and the caller decides
+    /// again on what the device is now. One conditional UPDATE, so two nodes serving the
+    /// same SIM at once can neither count an answer twice nor rotate twice.
+    pub async fn claim_serve(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        seen: (i64, i64),
+        rotate_to: Option<(&[u8], PreviousPassword)>,
+    ) -> Result<Option<Claim>, StoreError> {
+        let (revision, served) = seen;
+        let Some((sealed, previous)) = rotate_to else {
+            let done = sqlx::query(
+                "UPDATE devices SET served = served + 1
+                 WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4",
+            )
+            .bind(account_id)
+            .bind(device_id)
+            .bind(revision)
+            .bind(served)
+            .execute(&self.pool)
+            .await?;
+            return Ok((done.rows_affected() == 1).then_some(Claim {
+                revision,
+                served: served + 1,
+                previous: None,
+            }));
+        };
+        // The answer carrying the new password is its first use.
+        let new_revision: Option<i64> = sqlx::query_scalar(
+            "UPDATE devices SET password = $5, password_set_at = $6, served = 1, revision = revision + 1
+             WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4
+             RETURNING revision",
         )
         .bind(account_id)
         .bind(device_id)
-        .execute(&self.pool)
+        .bind(revision)
+        .bind(served)
+        .bind(sealed)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        Ok(new_revision.map(|revision| Claim {
+            revision,
+            served: 1,
+            previous: Some(previous),
+        }))
+    }
+
+    /// Takes back a claimed answer that never reached the SIM, if nothing has happened
+    /// to the device since. Returns whether it did; a rotation undone is a new
+    /// revision, so the broker follows back to the old password.
+    pub async fn undo_serve(
+        &self,
+        account_id: &str,
+        device_id: &str,
+        claim: &Claim,
+    ) -> Result<bool, StoreError> {
+        let done = match &claim.previous {
+            None => {
+                sqlx::query(
+                    "UPDATE devices SET served = served - 1
+                     WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4",
+                )
+                .bind(account_id)
+                .bind(device_id)
+                .bind(claim.revision)
+                .bind(claim.served)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(previous) => {
+                sqlx::query(
+                    "UPDATE devices SET password = $5, password_set_at = $6, served = $7, revision = revision + 1
+                     WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4",
+                )
+                .bind(account_id)
+                .bind(device_id)
+                .bind(claim.revision)
+                .bind(claim.served)
+                .bind(&previous.sealed_password)
+                .bind(previous.password_set_at)
+                .bind(previous.served)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
     }
 
     /// Replaces the password; `served` says how many answers carried it already.
@@ -179,8 +277,8 @@ impl Store {
         served: i64,
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "UPDATE devices SET password = ?, password_set_at = ?, served = ?, revision = revision + 1
-             WHERE account_id = ? AND device_id = ? RETURNING revision",
+            "UPDATE devices SET password = $1, password_set_at = $2, served = $3, revision = revision + 1
+             WHERE account_id = $4 AND device_id = $5 RETURNING revision",
         )
         .bind(sealed_password)
         .bind(now_ms())
@@ -197,7 +295,7 @@ impl Store {
         device_id: &str,
     ) -> Result<Option<BrokerDevice>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "{BROKER_COLUMNS} WHERE account_id = ? AND device_id = ?"
+            "{BROKER_COLUMNS} WHERE account_id = $1 AND device_id = $2"
         ));
         let row = sqlx::query(sql)
             .bind(account_id)
@@ -221,8 +319,8 @@ impl Store {
         revision: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE devices SET broker_revision = ?1
-             WHERE account_id = ?2 AND device_id = ?3 AND broker_revision < ?1",
+            "UPDATE devices SET broker_revision = $1
+             WHERE account_id = $2 AND device_id = $3 AND broker_revision < $1",
         )
         .bind(revision)
         .bind(account_id)
@@ -239,7 +337,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT value FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?",
+            "SELECT value FROM device_config WHERE account_id = $1 AND device_id = $2 AND name = $3",
         )
         .bind(account_id)
         .bind(device_id)
@@ -258,7 +356,7 @@ impl Store {
             return Ok(None);
         }
         let rows = sqlx::query(
-            "SELECT name, value FROM device_config WHERE account_id = ? AND device_id = ? ORDER BY name",
+            "SELECT name, value FROM device_config WHERE account_id = $1 AND device_id = $2 ORDER BY name",
         )
         .bind(account_id)
         .bind(device_id)
@@ -281,7 +379,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO device_config (account_id, device_id, name, value)
-             SELECT account_id, device_id, ?3, ?4 FROM devices WHERE account_id = ?1 AND device_id = ?2
+             SELECT account_id, device_id, $3, $4 FROM devices WHERE account_id = $1 AND device_id = $2
              ON CONFLICT (account_id, device_id, name) DO UPDATE SET value = excluded.value",
         )
         .bind(account_id)
@@ -300,7 +398,7 @@ impl Store {
         name: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM device_config WHERE account_id = ? AND device_id = ? AND name = ?",
+            "DELETE FROM device_config WHERE account_id = $1 AND device_id = $2 AND name = $3",
         )
         .bind(account_id)
         .bind(device_id)
@@ -312,7 +410,7 @@ impl Store {
 
     async fn device_exists(&self, account_id: &str, device_id: &str) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT 1 FROM devices WHERE account_id = ? AND device_id = ?",
+            "SELECT 1 FROM devices WHERE account_id = $1 AND device_id = $2",
         )
         .bind(account_id)
         .bind(device_id)
@@ -397,7 +495,11 @@ mod tests {
             .unwrap();
         let before = store.broker_device("a", "d").await.unwrap().unwrap();
         assert_eq!((before.revision, before.broker_revision), (1, 0));
-        store.record_served("a", "d").await.unwrap();
+        store
+            .claim_serve("a", "d", (1, 0), None)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(store.device("a", "d").await.unwrap().unwrap().served, 1);
         let revision = store
             .set_password("a", "d", b"y", 1)
@@ -418,6 +520,51 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn claims_hold_only_on_what_was_seen_and_undo_only_what_nothing_followed() {
+        let (store, _dir) = with_accounts().await;
+        store
+            .create_device(&dev("a", "c1", "u1", &[]))
+            .await
+            .unwrap();
+        let first = store.claim_serve("a", "d", (1, 0), None).await.unwrap();
+        assert_eq!(first.as_ref().map(|c| (c.revision, c.served)), Some((1, 1)));
+        // A second answer decided on the same view comes too late.
+        assert!(
+            store
+                .claim_serve("a", "d", (1, 0), None)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let previous = PreviousPassword {
+            sealed_password: b"x".to_vec(),
+            password_set_at: 7,
+            served: 1,
+        };
+        let rotated = store
+            .claim_serve("a", "d", (1, 1), Some((b"y", previous)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((rotated.revision, rotated.served), (2, 1));
+        let row = store.device("a", "d").await.unwrap().unwrap();
+        assert_eq!((row.sealed_password, row.served), (b"y".to_vec(), 1));
+        // The plain answer before the rotation can no longer be taken back.
+        assert!(!store.undo_serve("a", "d", &first.unwrap()).await.unwrap());
+        assert!(store.undo_serve("a", "d", &rotated).await.unwrap());
+        let row = store.device("a", "d").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                row.sealed_password,
+                row.served,
+                row.password_set_at,
+                row.revision
+            ),
+            (b"x".to_vec(), 1, 7, 3)
         );
     }
 

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now};
+use super::{Counter, Store, StoreError, now};
 
 /// A stored version of a tenant function, without its bytes.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,7 +32,7 @@ impl Store {
     /// Creates the account; false when it exists.
     pub async fn create_account(&self, account_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO accounts (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO accounts (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
         )
         .bind(account_id)
         .bind(now())
@@ -43,7 +43,7 @@ impl Store {
 
     pub async fn account_exists(&self, account_id: &str) -> Result<bool, StoreError> {
         Ok(
-            sqlx::query_scalar::<_, i64>("SELECT 1 FROM accounts WHERE id = ?")
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM accounts WHERE id = $1")
                 .bind(account_id)
                 .fetch_optional(&self.pool)
                 .await?
@@ -63,7 +63,7 @@ impl Store {
         account_id: &str,
         secret_digest: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tenant_keys (key, account_id, secret_digest, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO tenant_keys (key, account_id, secret_digest, created_at) VALUES ($1, $2, $3, $4)")
             .bind(key)
             .bind(account_id)
             .bind(secret_digest)
@@ -75,7 +75,7 @@ impl Store {
 
     /// The account and secret digest of a tenant key.
     pub async fn tenant_key(&self, key: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let row = sqlx::query("SELECT account_id, secret_digest FROM tenant_keys WHERE key = ?")
+        let row = sqlx::query("SELECT account_id, secret_digest FROM tenant_keys WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
@@ -96,7 +96,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO function_versions (account_id, route, version, interface, component, uploaded_by, uploaded_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(account_id)
         .bind(route)
@@ -117,7 +117,7 @@ impl Store {
         version: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT component FROM function_versions WHERE account_id = ? AND route = ? AND version = ?",
+            "SELECT component FROM function_versions WHERE account_id = $1 AND route = $2 AND version = $3",
         )
         .bind(account_id)
         .bind(route)
@@ -134,7 +134,7 @@ impl Store {
     ) -> Result<(Vec<FunctionVersion>, Option<String>), StoreError> {
         let rows = sqlx::query(
             "SELECT version, interface, length(component), uploaded_by, uploaded_at FROM function_versions
-             WHERE account_id = ? AND route = ? ORDER BY uploaded_at DESC, version",
+             WHERE account_id = $1 AND route = $2 ORDER BY uploaded_at DESC, version",
         )
         .bind(account_id)
         .bind(route)
@@ -153,7 +153,7 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()?;
         let active = sqlx::query_scalar(
-            "SELECT version FROM active_functions WHERE account_id = ? AND route = ?",
+            "SELECT version FROM active_functions WHERE account_id = $1 AND route = $2",
         )
         .bind(account_id)
         .bind(route)
@@ -169,19 +169,25 @@ impl Store {
         route: &str,
         version: &str,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "INSERT INTO active_functions (account_id, route, version, activated_at)
-             SELECT account_id, route, version, ?4 FROM function_versions
-             WHERE account_id = ?1 AND route = ?2 AND version = ?3
+             SELECT account_id, route, version, $4 FROM function_versions
+             WHERE account_id = $1 AND route = $2 AND version = $3
              ON CONFLICT (account_id, route) DO UPDATE SET version = excluded.version, activated_at = excluded.activated_at",
         )
         .bind(account_id)
         .bind(route)
         .bind(version)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.bump(&mut tx, Counter::Functions).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Back to the platform's component; false when none was active.
@@ -190,12 +196,30 @@ impl Store {
         account_id: &str,
         route: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM active_functions WHERE account_id = ? AND route = ?")
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM active_functions WHERE account_id = $1 AND route = $2")
             .bind(account_id)
             .bind(route)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.bump(&mut tx, Counter::Functions).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Which version serves each (account, route), without the bytes: what a node
+    /// compares with what it runs.
+    pub async fn active_versions(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT account_id, route, version FROM active_functions")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     pub async fn active_functions(&self) -> Result<Vec<ActiveFunction>, StoreError> {
@@ -224,14 +248,21 @@ impl Store {
         account_id: &str,
         limits: AccountLimits,
     ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE accounts SET fn_deadline_ms = ?, fn_memory_mib = ? WHERE id = ?")
-                .bind(limits.deadline_ms)
-                .bind(limits.memory_mib)
-                .bind(account_id)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE accounts SET fn_deadline_ms = $1, fn_memory_mib = $2 WHERE id = $3",
+        )
+        .bind(limits.deadline_ms.map(i64::from))
+        .bind(limits.memory_mib.map(i64::from))
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.bump(&mut tx, Counter::Functions).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Every account with limits of its own.
@@ -242,14 +273,15 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
+        let limit = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
         Ok(rows
             .iter()
             .map(|r| {
                 Ok((
                     r.try_get(0)?,
                     AccountLimits {
-                        deadline_ms: r.try_get(1)?,
-                        memory_mib: r.try_get(2)?,
+                        deadline_ms: limit(r.try_get(1)?),
+                        memory_mib: limit(r.try_get(2)?),
                     },
                 ))
             })
