@@ -93,10 +93,10 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>, die_with_parent: bool) {
     // signal is set after the uid change, which would otherwise clear it.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some((uid, gid)) = user {
-                if libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if let Some((uid, gid)) = user
+                && (libc::setgid(gid) != 0 || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
             if die_with_parent && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
