@@ -102,9 +102,9 @@ pub struct CapabilityCtx {
     pub component: Arc<str>,
     /// What must happen only if the response reaches the caller (see [`Effect`]).
     pub effects: Vec<Effect>,
-    /// The (revision, served) each device had when this request's `device` read it:
-    /// what `serve-credentials` claims against.
-    pub seen: std::collections::HashMap<String, (i64, i64)>,
+    /// The revision (and, for a count-based strategy, the count) each device had when
+    /// this request's `device` read it: what `serve-credentials` claims against.
+    pub seen: std::collections::HashMap<String, (i64, Option<i64>)>,
 }
 
 impl CapabilityCtx {

@@ -89,7 +89,10 @@ impl Host for CapabilityCtx {
             let expiration = platform
                 .expiration(&sim.account_id, row.profile.as_deref())
                 .await?;
-            let seen = (row.revision, row.served);
+            // Only a count-based strategy decides on the count; otherwise answers for
+            // the same password need not wait for each other.
+            let count = matches!(expiration, Expiration::AfterXRequests(_)).then_some(row.served);
+            let seen = (row.revision, count);
             Ok((
                 seen,
                 DeviceInfo {
@@ -126,7 +129,7 @@ impl Host for CapabilityCtx {
             .seen
             .get(&device_id)
             .copied()
-            .unwrap_or((row.revision, row.served));
+            .unwrap_or((row.revision, None));
         let fresh = if rotate {
             match fresh_password(&self.platform, &sim.account_id, &device_id) {
                 Ok(fresh) => Some(fresh),
@@ -161,8 +164,8 @@ impl Host for CapabilityCtx {
             .await;
         Ok(match claimed {
             Ok(Some(claim)) => {
-                self.seen
-                    .insert(device_id.clone(), (claim.revision, claim.served));
+                let count = seen.1.map(|_| claim.served);
+                self.seen.insert(device_id.clone(), (claim.revision, count));
                 self.effects.push(Effect::Served {
                     account_id: sim.account_id.clone(),
                     device_id,

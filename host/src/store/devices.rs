@@ -176,39 +176,44 @@ impl Store {
     }
 
     /// Counts one more credential answer, with a fresh password when `rotate_to` gives
-    /// one, but only if the device is still as the caller saw it (`seen`: revision and
-    /// served). None when it is not: another answer came first, and the caller decides
-    /// again on what the device is now. One conditional UPDATE, so two nodes serving the
-    /// same SIM at once can neither count an answer twice nor rotate twice.
+    /// one, but only if the device is still as the caller saw it: the same password
+    /// (`seen.0`, its revision) and, when the caller's decision depended on it, the same
+    /// count (`seen.1`). None when it is not: another answer came first, and the caller
+    /// decides again on what the device is now. One conditional UPDATE, so two nodes
+    /// serving the same SIM at once can neither hand a password out once too often
+    /// nor rotate twice.
     pub async fn claim_serve(
         &self,
         account_id: &str,
         device_id: &str,
-        seen: (i64, i64),
+        seen: (i64, Option<i64>),
         rotate_to: Option<(&[u8], PreviousPassword)>,
     ) -> Result<Option<Claim>, StoreError> {
         let (revision, served) = seen;
         let Some((sealed, previous)) = rotate_to else {
-            let done = sqlx::query(
+            let served: Option<i64> = sqlx::query_scalar(
                 "UPDATE devices SET served = served + 1
-                 WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4",
+                 WHERE account_id = $1 AND device_id = $2 AND revision = $3
+                 AND ($4 IS NULL OR served = $4)
+                 RETURNING served",
             )
             .bind(account_id)
             .bind(device_id)
             .bind(revision)
             .bind(served)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-            return Ok((done.rows_affected() == 1).then_some(Claim {
+            return Ok(served.map(|served| Claim {
                 revision,
-                served: served + 1,
+                served,
                 previous: None,
             }));
         };
         // The answer carrying the new password is its first use.
         let new_revision: Option<i64> = sqlx::query_scalar(
             "UPDATE devices SET password = $5, password_set_at = $6, served = 1, revision = revision + 1
-             WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4
+             WHERE account_id = $1 AND device_id = $2 AND revision = $3
+             AND ($4 IS NULL OR served = $4)
              RETURNING revision",
         )
         .bind(account_id)
@@ -226,8 +231,8 @@ impl Store {
         }))
     }
 
-    /// Takes back a claimed answer that never reached the SIM, if nothing has happened
-    /// to the device since. Returns whether it did; a rotation undone is a new
+    /// Takes back a claimed answer that never reached the SIM, if its password is
+    /// still the current one. Returns whether it did; a rotation undone is a new
     /// revision, so the broker follows back to the old password.
     pub async fn undo_serve(
         &self,
@@ -236,18 +241,19 @@ impl Store {
         claim: &Claim,
     ) -> Result<bool, StoreError> {
         let done = match &claim.previous {
+            // Counts commute: whatever else was counted meanwhile, this one is removed.
             None => {
                 sqlx::query(
                     "UPDATE devices SET served = served - 1
-                     WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4",
+                     WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served > 0",
                 )
                 .bind(account_id)
                 .bind(device_id)
                 .bind(claim.revision)
-                .bind(claim.served)
                 .execute(&self.pool)
                 .await?
             }
+            // Only while nothing else used the new password.
             Some(previous) => {
                 sqlx::query(
                     "UPDATE devices SET password = $5, password_set_at = $6, served = $7, revision = revision + 1
@@ -496,7 +502,7 @@ mod tests {
         let before = store.broker_device("a", "d").await.unwrap().unwrap();
         assert_eq!((before.revision, before.broker_revision), (1, 0));
         store
-            .claim_serve("a", "d", (1, 0), None)
+            .claim_serve("a", "d", (1, Some(0)), None)
             .await
             .unwrap()
             .unwrap();
@@ -530,12 +536,15 @@ mod tests {
             .create_device(&dev("a", "c1", "u1", &[]))
             .await
             .unwrap();
-        let first = store.claim_serve("a", "d", (1, 0), None).await.unwrap();
+        let first = store
+            .claim_serve("a", "d", (1, Some(0)), None)
+            .await
+            .unwrap();
         assert_eq!(first.as_ref().map(|c| (c.revision, c.served)), Some((1, 1)));
         // A second answer decided on the same view comes too late.
         assert!(
             store
-                .claim_serve("a", "d", (1, 0), None)
+                .claim_serve("a", "d", (1, Some(0)), None)
                 .await
                 .unwrap()
                 .is_none()
@@ -546,13 +555,21 @@ mod tests {
             served: 1,
         };
         let rotated = store
-            .claim_serve("a", "d", (1, 1), Some((b"y", previous)))
+            .claim_serve("a", "d", (1, Some(1)), Some((b"y", previous)))
             .await
             .unwrap()
             .unwrap();
         assert_eq!((rotated.revision, rotated.served), (2, 1));
         let row = store.device("a", "d").await.unwrap().unwrap();
         assert_eq!((row.sealed_password, row.served), (b"y".to_vec(), 1));
+        // Without a count to compare, only the password must be the same.
+        let plain = store
+            .claim_serve("a", "d", (2, None), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.served, 2);
+        assert!(store.undo_serve("a", "d", &plain).await.unwrap());
         // The plain answer before the rotation can no longer be taken back.
         assert!(!store.undo_serve("a", "d", &first.unwrap()).await.unwrap());
         assert!(store.undo_serve("a", "d", &rotated).await.unwrap());
