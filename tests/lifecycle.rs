@@ -60,7 +60,7 @@ async fn first_start_generates_private_secrets_and_prints_the_openssl_line() {
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let mut seen = Vec::new();
     while let Ok(Some(line)) = lines.next_line().await {
-        let done = line.contains("ready");
+        let done = line.contains(" ready sim=");
         seen.push(line);
         if done {
             break;
@@ -82,7 +82,7 @@ async fn first_start_generates_private_secrets_and_prints_the_openssl_line() {
         text.contains(&format!("-psk_identity {DEMO_ICCID} -psk {DEMO_PSK_HEX}")),
         "{text}"
     );
-    assert_eq!(seen.iter().filter(|l| l.contains("ready")).count(), 1);
+    assert_eq!(seen.iter().filter(|l| l.contains(" ready sim=")).count(), 1);
     child.kill().await.unwrap();
 }
 
@@ -104,7 +104,7 @@ async fn a_wrong_master_key_refuses_to_start() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("master key") && !text.contains("ready"),
+        text.contains("master key") && !text.contains(" ready sim="),
         "{text}"
     );
     // A key that is not 64 hex characters is refused with a reason too.
