@@ -561,14 +561,16 @@ fn report(args: Report) -> anyhow::Result<()> {
         bail!("no runs to report");
     };
     let base_rate = base.ok.throughput.max(1e-9);
+    let base_cpu = base.server.as_ref().map(|u| u.cpu_us_per_request);
     println!(
-        "| run | TLS | req/s | ratio to the limit | p50 | p99 | p99.9 | server CPU per request | errors |"
+        "| run | TLS | req/s | ratio to the first | p50 | p99 | p99.9 | server CPU per request | ratio per server CPU | errors |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (label, s) in &rows {
         let errors = s.errors.handshake_failed + s.errors.non_200 + s.errors.io + s.errors.timeout;
+        let cpu = s.server.as_ref().map(|u| u.cpu_us_per_request);
         println!(
-            "| {label} | 1.3 {} {} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {errors} |",
+            "| {label} | 1.3 {} {} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {errors} |",
             s.suite,
             s.kex,
             s.ok.throughput,
@@ -576,9 +578,11 @@ fn report(args: Report) -> anyhow::Result<()> {
             f64::from(s.ok.p50_us) / 1e3,
             f64::from(s.ok.p99_us) / 1e3,
             f64::from(s.ok.p999_us) / 1e3,
-            s.server
-                .as_ref()
-                .map_or_else(|| "-".into(), |u| format!("{:.0} µs", u.cpu_us_per_request)),
+            cpu.map_or_else(|| "-".into(), |us| format!("{us:.0} µs")),
+            match (base_cpu, cpu) {
+                (Some(base), Some(us)) if us > 0.0 => format!("{:.2}", base / us),
+                _ => "-".into(),
+            },
         );
     }
     Ok(())
