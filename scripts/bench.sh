@@ -71,8 +71,9 @@ trap cleanup EXIT
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 40000))
-        # Nothing answers there: free enough for a loopback benchmark.
+        port=$((20000 + RANDOM % 12000))
+        # Below the ephemeral range (32768+), where 10k client sockets would collide;
+        # nothing answers there: free enough for a loopback benchmark.
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return
@@ -96,7 +97,8 @@ stop() {
 
 # RUST_BACKTRACE (often set in developer shells) makes every error value capture a
 # backtrace; servers run as in production, without it.
-server() { env -u RUST_BACKTRACE "$@"; }
+# `exec`, so that `server … &` leaves $! naming the server itself, not a subshell.
+server() { exec env -u RUST_BACKTRACE "$@"; }
 load() { "$bin/psk-edge-bench" "$@"; }
 
 # Starts a psk-edge node in a fresh data dir; sets node_pid, node_dir, sim_port, admin_url.
@@ -199,7 +201,7 @@ stop "$stunnel_pid"
 stop "$wasmtime_pid"
 
 log "3. Wasm dispatch per request (in-process: fresh instance + call + body)"
-server "$bin/psk-edge-bench" dispatch --requests 20000 --wasm "$static_wasm" --json | tee "$out/dispatch.txt"
+env -u RUST_BACKTRACE "$bin/psk-edge-bench" dispatch --requests 20000 --wasm "$static_wasm" --json | tee "$out/dispatch.txt"
 
 # --- 5. scale -------------------------------------------------------------------------
 if [ -z "${BENCH_SKIP_SCALE:-}" ]; then
