@@ -27,12 +27,3 @@ pub fn psk(index: u64) -> [u8; 16] {
     key.copy_from_slice(&digest[..16]);
     key
 }
-
-/// The index of a bench ICCID, if `iccid` is one of the first `count`.
-#[allow(dead_code)] // Only the responder maps back; the load generator only derives.
-pub fn index_of(iccid: &[u8], count: u64) -> Option<u64> {
-    let digits = std::str::from_utf8(iccid).ok()?;
-    let value: u128 = digits.parse().ok()?;
-    let index = u64::try_from(value.checked_sub(ICCID_BASE)?).ok()?;
-    (index < count).then_some(index)
-}

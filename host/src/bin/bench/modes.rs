@@ -199,7 +199,7 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
             _ => failed += 1,
         }
         let done = held.len() + failed;
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             eprintln!("opened {} of {}", held.len(), args.connections);
         }
     }
