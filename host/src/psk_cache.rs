@@ -17,11 +17,94 @@ use zeroize::Zeroizing;
 use crate::identity::Identity;
 use crate::wolfssl::PskLookup;
 
+/// Kept small on purpose: a million SIMs are a million of these. The account is an
+/// index into [`Table::accounts`] rather than an `Arc` per SIM, and the ICCID is the
+/// packed map key rather than a `String` (see [`Packed`]).
 struct Entry {
-    account_id: Arc<str>,
-    key: Zeroizing<Vec<u8>>,
+    key: Zeroizing<Box<[u8]>>,
     /// The cache revision of the last change to this identity.
     revision: u64,
+    account: u32,
+}
+
+/// An ICCID as the table's key: its digit count, then its digits two per byte. 12
+/// bytes inline instead of a 24-byte `String` plus its heap block.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Packed([u8; 12]);
+
+impl Packed {
+    /// None for anything but 1–22 ASCII digits (those go to [`Table::other`]).
+    fn new(iccid: &str) -> Option<Self> {
+        let digits = iccid.as_bytes();
+        if digits.is_empty() || digits.len() > 22 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut packed = [0u8; 12];
+        packed[0] = digits.len() as u8;
+        for (i, d) in digits.iter().enumerate() {
+            packed[1 + i / 2] |= (d - b'0') << (4 * (i % 2));
+        }
+        Some(Packed(packed))
+    }
+}
+
+/// The identities and the accounts they belong to.
+#[derive(Default)]
+struct Table {
+    entries: HashMap<Packed, Entry>,
+    /// Identities that are not plain ICCIDs; the store's validation keeps this empty.
+    other: HashMap<String, Entry>,
+    /// Account names, interned: accounts are few, SIMs many.
+    accounts: Vec<Arc<str>>,
+    account_index: HashMap<Arc<str>, u32>,
+}
+
+impl Table {
+    fn get(&self, iccid: &str) -> Option<&Entry> {
+        match Packed::new(iccid) {
+            Some(packed) => self.entries.get(&packed),
+            None => self.other.get(iccid),
+        }
+    }
+
+    fn insert(&mut self, iccid: &str, entry: Entry) {
+        match Packed::new(iccid) {
+            Some(packed) => {
+                self.entries.insert(packed, entry);
+            }
+            None => {
+                self.other.insert(iccid.to_owned(), entry);
+            }
+        }
+    }
+
+    fn remove(&mut self, iccid: &str) {
+        match Packed::new(iccid) {
+            Some(packed) => self.entries.remove(&packed),
+            None => self.other.remove(iccid),
+        };
+    }
+
+    fn intern(&mut self, account_id: Arc<str>) -> u32 {
+        if let Some(&index) = self.account_index.get(&account_id) {
+            return index;
+        }
+        let index = u32::try_from(self.accounts.len()).unwrap_or(u32::MAX);
+        self.accounts.push(account_id.clone());
+        self.account_index.insert(account_id, index);
+        index
+    }
+
+    fn account(&self, index: u32) -> Arc<str> {
+        self.accounts
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len() + self.other.len()
+    }
 }
 
 /// What a connection learns about its SIM once the handshake has succeeded.
@@ -32,7 +115,7 @@ pub struct SimInfo {
 }
 
 pub struct PskCache {
-    entries: RwLock<HashMap<String, Entry>>,
+    entries: RwLock<Table>,
     revision: AtomicU64,
     /// Unknown identities get a key derived from this, so they fail like a wrong key.
     decoy_secret: Zeroizing<[u8; 32]>,
@@ -48,7 +131,7 @@ struct LiveConnections {
 impl PskCache {
     pub fn new() -> anyhow::Result<Self> {
         Ok(PskCache {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Table::default()),
             revision: AtomicU64::new(0),
             decoy_secret: Zeroizing::new(crate::secrets::random_bytes()?),
             live: Mutex::new(LiveConnections::default()),
@@ -70,14 +153,19 @@ impl PskCache {
 
     pub fn insert(&self, iccid: String, account_id: Arc<str>, key: Zeroizing<Vec<u8>>) {
         let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
-        self.entries.write().insert(
-            iccid.clone(),
-            Entry {
-                account_id,
-                key,
-                revision,
-            },
-        );
+        let key = Zeroizing::new(key.as_slice().into());
+        {
+            let mut table = self.entries.write();
+            let account = table.intern(account_id);
+            table.insert(
+                &iccid,
+                Entry {
+                    key,
+                    revision,
+                    account,
+                },
+            );
+        }
         self.close_connections(&iccid);
     }
 
@@ -88,8 +176,9 @@ impl PskCache {
     }
 
     pub fn sim(&self, iccid: &str) -> Option<SimInfo> {
-        self.entries.read().get(iccid).map(|e| SimInfo {
-            account_id: e.account_id.clone(),
+        let table = self.entries.read();
+        table.get(iccid).map(|e| SimInfo {
+            account_id: table.account(e.account),
             revision: e.revision,
         })
     }
@@ -134,8 +223,12 @@ impl PskCache {
 
 impl PskLookup for PskCache {
     fn key_for(&self, identity: &[u8]) -> Zeroizing<Vec<u8>> {
-        let known = Identity::decode(identity)
-            .and_then(|id| self.entries.read().get(id.iccid()).map(|e| e.key.clone()));
+        let known = Identity::decode(identity).and_then(|id| {
+            self.entries
+                .read()
+                .get(id.iccid())
+                .map(|e| Zeroizing::new(e.key.to_vec()))
+        });
         known.unwrap_or_else(|| self.decoy_key(identity))
     }
 }
@@ -178,6 +271,37 @@ mod tests {
         assert_eq!(decoy.len(), 16);
         assert_eq!(decoy, cache.key_for(b"999"));
         assert_ne!(decoy, cache.key_for(b"998"));
+    }
+
+    #[test]
+    fn packed_iccids_keep_leading_zeros_and_length_apart() {
+        let cache = PskCache::new().unwrap();
+        cache.insert(
+            "049305930495403".into(),
+            "a".into(),
+            Zeroizing::new(vec![1; 16]),
+        );
+        cache.insert(
+            "49305930495403".into(),
+            "b".into(),
+            Zeroizing::new(vec![2; 16]),
+        );
+        cache.insert(
+            "0493059304954030".into(),
+            "a".into(),
+            Zeroizing::new(vec![3; 16]),
+        );
+        cache.insert("not-digits".into(), "c".into(), Zeroizing::new(vec![4; 16]));
+        assert_eq!(cache.len(), 4);
+        assert_eq!(&*cache.sim("049305930495403").unwrap().account_id, "a");
+        assert_eq!(&*cache.sim("49305930495403").unwrap().account_id, "b");
+        assert_eq!(&*cache.sim("not-digits").unwrap().account_id, "c");
+        assert_eq!(&cache.key_for(b"0493059304954030")[..], &[3; 16]);
+        assert!(cache.sim("0493059304954").is_none());
+        cache.remove("49305930495403");
+        cache.remove("not-digits");
+        assert_eq!(cache.len(), 2);
+        assert_eq!(&cache.key_for(b"049305930495403")[..], &[1; 16]);
     }
 
     #[test]

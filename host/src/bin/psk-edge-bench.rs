@@ -1,4 +1,15 @@
 //! Load generator for the SIM port: registers bench identities, then drives TLS 1.3 PSK requests and reports latency.
+//!
+//! The default mode is the load run. It sends the same request bytes to any TLS 1.3
+//! PSK endpoint, so with `--skip-register` it drives the baselines too (the bare
+//! responder, stunnel in front of `wasmtime serve`). The subcommands measure what a
+//! load run cannot: idle connections held open (`hold`), tenant upload to first
+//! served request (`upload`), and the runtime's dispatch cost in-process (`dispatch`).
+
+#[path = "bench/ids.rs"]
+mod ids;
+#[path = "bench/modes.rs"]
+mod modes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,11 +22,9 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use psk_edge::admin_client::{AdminArgs, AdminClient};
 use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsError, TlsStream};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// Base of the bench ICCIDs: the 89 999 prefix keeps them clear of real issuers.
-const ICCID_BASE: u128 = 89_990_000_000_000_000_000;
+use ids::{iccid, psk};
 /// Lines per bulk request: bounds the memory a million identities need.
 const BULK_CHUNK: usize = 100_000;
 /// A SIM response is at most 250 bytes; anything far beyond means a broken stream.
@@ -24,10 +33,14 @@ const MAX_RESPONSE: usize = 16 << 10;
 #[derive(Debug, Parser)]
 #[command(
     name = "psk-edge-bench",
-    about = "Load generator for the psk-edge SIM port"
+    about = "Load generator for the psk-edge SIM port",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
-    /// The node's SIM port.
+    #[command(subcommand)]
+    mode: Option<modes::Mode>,
+    /// The node's SIM port (or any TLS 1.3 PSK endpoint answering HTTP/1.1).
     #[arg(long, default_value = "127.0.0.1:11111")]
     sim: SocketAddr,
     /// The node's admin port, used to register the identities.
@@ -36,9 +49,9 @@ struct Cli {
     /// The certificate (PEM) to trust for the admin port. Default: DATA_DIR/admin-cert.pem.
     #[arg(long)]
     admin_ca: Option<PathBuf>,
-    /// The node's data directory (admin certificate, operator.secret).
+    /// The node's data directory (admin certificate, operator.secret); needed to register.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// How many distinct SIM identities to register and use.
     #[arg(long, default_value_t = 1000)]
     identities: u64,
@@ -51,6 +64,28 @@ struct Cli {
     /// Share of requests sent on a kept-alive connection; the rest each open a new one.
     #[arg(long, default_value_t = 0.5)]
     keepalive_share: f64,
+    /// Share of requests, once a SIM's device exists, that POST (create it again: the
+    /// contract answers the current credentials) rather than GET. A SIM's first request
+    /// always POSTs.
+    #[arg(long, default_value_t = 0.25)]
+    post_share: f64,
+    /// Handshakes only: connect, authenticate, close, no HTTP request. Isolates the
+    /// PSK lookup from the rest of the path (the identity-table scale curve).
+    #[arg(long)]
+    handshake_only: bool,
+    /// Register the identities, print how long it took, and exit.
+    #[arg(long)]
+    register_only: bool,
+    /// Register only identities from this index on (the ones below are already there).
+    #[arg(long, default_value_t = 0)]
+    register_from: u64,
+    /// Server processes (on this machine) whose CPU time and memory the summary reports;
+    /// repeat for a server made of several processes (stunnel + wasmtime serve).
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// A name for this run in the summary (e.g. `bare`, `psk-edge`).
+    #[arg(long, default_value = "")]
+    label: String,
     #[arg(long, value_enum, default_value_t = Suite::Ccm)]
     suite: Suite,
     #[arg(long, value_enum, default_value_t = Kex::PskKe)]
@@ -98,31 +133,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
-fn iccid(index: u64) -> String {
-    (ICCID_BASE + u128::from(index)).to_string()
-}
-
-/// Deterministic, so a later run with `--skip-register` finds the same keys.
-fn psk(index: u64) -> [u8; 16] {
-    let digest = Sha256::new()
-        .chain_update(b"psk-edge-bench")
-        .chain_update(index.to_be_bytes())
-        .finalize();
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
-}
-
 async fn register(cli: &Cli) -> anyhow::Result<()> {
     let client = AdminClient::new(&AdminArgs {
         admin_url: cli.admin.clone(),
         admin_ca: cli.admin_ca.clone(),
-        data_dir: cli.data_dir.clone(),
+        data_dir: cli
+            .data_dir
+            .clone()
+            .context("--data-dir is needed to register identities (or --skip-register)")?,
     })?;
     let account = serde_json::to_string(&cli.account)?;
     let started = Instant::now();
     let mut accepted = 0u64;
-    let mut start = 0u64;
+    let mut start = cli.register_from;
     while start < cli.identities {
         let end = (start + BULK_CHUNK as u64).min(cli.identities);
         let mut body = String::with_capacity((end - start) as usize * 110);
@@ -155,9 +178,10 @@ async fn register(cli: &Cli) -> anyhow::Result<()> {
         accepted += ones;
         start = end;
     }
+    let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "registered {accepted} identities in {:.1}s",
-        started.elapsed().as_secs_f64()
+        "registered {accepted} identities in {seconds:.1}s ({:.0}/s)",
+        accepted as f64 / seconds
     );
     Ok(())
 }
@@ -182,10 +206,21 @@ struct Counters {
     errors: AtomicU64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
 #[derive(Default)]
 struct WorkerStats {
     new_micros: Vec<u32>,
     keepalive_micros: Vec<u32>,
+    /// The same requests again, by class: (new, keep-alive) × (GET, POST).
+    new_get: Vec<u32>,
+    new_post: Vec<u32>,
+    keepalive_get: Vec<u32>,
+    keepalive_post: Vec<u32>,
     handshake_failed: u64,
     non_200: u64,
     io: u64,
@@ -306,7 +341,20 @@ async fn exchange(stream: &mut TlsStream, request: &[u8]) -> Result<(), Failure>
     }
 }
 
-fn request(method: &str, index: u64, close: bool) -> Vec<u8> {
+/// A SIM's first request creates its device; later ones mostly fetch credentials.
+fn pick(created: bool, rng: &mut Rng, post_share: f64) -> Method {
+    if !created || rng.next_f64() < post_share {
+        Method::Post
+    } else {
+        Method::Get
+    }
+}
+
+fn request(method: Method, index: u64, close: bool) -> Vec<u8> {
+    let method = match method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+    };
     let connection = if close { "Connection: close\r\n" } else { "" };
     format!(
         "{method} /v1/dev/bench-{index}?iccid={} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{connection}\r\n",
@@ -329,6 +377,7 @@ async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStat
         };
         let started = Instant::now();
         let slot;
+        let mut method = Method::Get;
         let outcome = match kind {
             Kind::KeepAlive => {
                 let reuse = kept.take();
@@ -347,10 +396,10 @@ async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStat
                             )
                         }
                     };
-                    let method = if share.created[s] { "GET" } else { "POST" };
+                    let method = pick(share.created[s], &mut rng, cli.post_share);
                     let result =
                         exchange(&mut conn.stream, &request(method, conn.index, false)).await;
-                    Ok::<_, Failure>((conn, s, result))
+                    Ok::<_, Failure>((conn, s, result, method))
                 };
                 match tokio::time::timeout(cli.timeout, attempt).await {
                     Err(_) => {
@@ -361,8 +410,9 @@ async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStat
                         slot = None;
                         Err(e)
                     }
-                    Ok(Ok((conn, s, result))) => {
+                    Ok(Ok((conn, s, result, m))) => {
                         slot = Some(s);
+                        method = m;
                         match result {
                             Ok(()) => {
                                 kept = Some((conn, s));
@@ -378,10 +428,15 @@ async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStat
                 let s = share.advance();
                 slot = Some(s);
                 let index = share.indices[s];
-                let method = if share.created[s] { "GET" } else { "POST" };
+                method = pick(share.created[s], &mut rng, cli.post_share);
+                let handshake_only = cli.handshake_only;
                 let attempt = async {
                     let mut stream = open(&shared, index).await?;
-                    let result = exchange(&mut stream, &request(method, index, true)).await;
+                    let result = if handshake_only {
+                        Ok(())
+                    } else {
+                        exchange(&mut stream, &request(method, index, true)).await
+                    };
                     Ok::<_, Failure>((stream, result))
                 };
                 match tokio::time::timeout(cli.timeout, attempt).await {
@@ -407,6 +462,12 @@ async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStat
                     Kind::New => stats.new_micros.push(micros),
                     Kind::KeepAlive => stats.keepalive_micros.push(micros),
                 }
+                match (kind, method) {
+                    (Kind::New, Method::Get) => stats.new_get.push(micros),
+                    (Kind::New, Method::Post) => stats.new_post.push(micros),
+                    (Kind::KeepAlive, Method::Get) => stats.keepalive_get.push(micros),
+                    (Kind::KeepAlive, Method::Post) => stats.keepalive_post.push(micros),
+                }
             }
             Err(failure) => {
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -425,7 +486,7 @@ async fn worker(shared: Arc<Shared>, id: usize, deadline: Instant) -> WorkerStat
     stats
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Latency {
     count: u64,
     throughput: f64,
@@ -453,7 +514,7 @@ fn latency(sorted: &[u32], seconds: f64) -> Latency {
     }
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Errors {
     handshake_failed: u64,
     non_200: u64,
@@ -461,8 +522,9 @@ struct Errors {
     timeout: u64,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Summary {
+    label: String,
     suite: String,
     kex: String,
     identities: u64,
@@ -473,23 +535,51 @@ struct Summary {
     ok: Latency,
     new_connection: Latency,
     keepalive: Latency,
+    new_get: Latency,
+    new_post: Latency,
+    keepalive_get: Latency,
+    keepalive_post: Latency,
+    handshake_only: bool,
     errors: Errors,
+    /// Present when `--server-pid` was given.
+    server: Option<modes::ServerUse>,
 }
 
 fn print(summary: &Summary) {
     println!(
-        "suite={} kex={} identities={} concurrency={} duration={:.2}s",
-        summary.suite, summary.kex, summary.identities, summary.concurrency, summary.seconds
+        "{}suite={} kex={} identities={} concurrency={} duration={:.2}s",
+        if summary.label.is_empty() {
+            String::new()
+        } else {
+            format!("[{}] ", summary.label)
+        },
+        summary.suite,
+        summary.kex,
+        summary.identities,
+        summary.concurrency,
+        summary.seconds
     );
     println!(
         "requests: {} ({:.0} req/s)",
         summary.requests, summary.throughput
     );
+    let new_label = if summary.handshake_only {
+        "handshake only"
+    } else {
+        "new connection"
+    };
     for (name, l) in [
         ("ok", &summary.ok),
-        ("new connection", &summary.new_connection),
+        (new_label, &summary.new_connection),
+        ("  GET", &summary.new_get),
+        ("  POST", &summary.new_post),
         ("keep-alive", &summary.keepalive),
+        ("  GET", &summary.keepalive_get),
+        ("  POST", &summary.keepalive_post),
     ] {
+        if l.count == 0 && name.starts_with(' ') {
+            continue;
+        }
         println!(
             "  {name:<15} {:>9} ({:>8.0} req/s)  p50 {:>7} us  p99 {:>7} us  p99.9 {:>7} us  max {:>7} us",
             l.count, l.throughput, l.p50_us, l.p99_us, l.p999_us, l.max_us
@@ -500,19 +590,34 @@ fn print(summary: &Summary) {
         "errors: handshake failed {}, non-200 {}, I/O {}, timeout {}",
         e.handshake_failed, e.non_200, e.io, e.timeout
     );
+    if let Some(server) = &summary.server {
+        println!(
+            "server: {:.0} us CPU per request, {:.0}% of one core; RSS {} KiB (peak {} KiB)",
+            server.cpu_us_per_request, server.cpu_percent, server.rss_kib, server.hwm_kib
+        );
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(mode) = cli.mode.take() {
+        return modes::run(mode).await;
+    }
     if cli.identities == 0 || cli.concurrency == 0 {
         bail!("--identities and --concurrency must be at least 1");
     }
-    if !(0.0..=1.0).contains(&cli.keepalive_share) {
-        bail!("--keepalive-share must be between 0 and 1");
+    if !(0.0..=1.0).contains(&cli.keepalive_share) || !(0.0..=1.0).contains(&cli.post_share) {
+        bail!("--keepalive-share and --post-share must be between 0 and 1");
+    }
+    if cli.handshake_only {
+        cli.keepalive_share = 0.0;
     }
     if !cli.skip_register {
         register(&cli).await?;
+    }
+    if cli.register_only {
+        return Ok(());
     }
     let (cipher_list, suite) = match cli.suite {
         Suite::Ccm => ("TLS13-AES128-CCM-SHA256", "ccm"),
@@ -546,6 +651,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("first handshake with {sim} as {}", iccid(0)))?;
     probe.shutdown().await;
 
+    let before = modes::sample(&shared.cli.server_pids)?;
     let started = Instant::now();
     let deadline = started + shared.cli.duration;
     let workers: Vec<_> = (0..shared.cli.concurrency)
@@ -583,6 +689,10 @@ async fn main() -> anyhow::Result<()> {
         let stats = handle.await.context("a worker panicked")?;
         all.new_micros.extend(stats.new_micros);
         all.keepalive_micros.extend(stats.keepalive_micros);
+        all.new_get.extend(stats.new_get);
+        all.new_post.extend(stats.new_post);
+        all.keepalive_get.extend(stats.keepalive_get);
+        all.keepalive_post.extend(stats.keepalive_post);
         all.handshake_failed += stats.handshake_failed;
         all.non_200 += stats.non_200;
         all.io += stats.io;
@@ -591,9 +701,18 @@ async fn main() -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     progress.abort();
     interrupted.abort();
+    let after = modes::sample(&shared.cli.server_pids)?;
 
-    all.new_micros.sort_unstable();
-    all.keepalive_micros.sort_unstable();
+    for v in [
+        &mut all.new_micros,
+        &mut all.keepalive_micros,
+        &mut all.new_get,
+        &mut all.new_post,
+        &mut all.keepalive_get,
+        &mut all.keepalive_post,
+    ] {
+        v.sort_unstable();
+    }
     let mut ok: Vec<u32> = all
         .new_micros
         .iter()
@@ -602,7 +721,10 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     ok.sort_unstable();
     let requests = shared.counters.requests.load(Ordering::Relaxed);
+    let ok_count = ok.len() as u64;
     let summary = Summary {
+        label: shared.cli.label.clone(),
+        server: modes::server_use(before, after, ok_count),
         suite: suite.to_owned(),
         kex: kex.to_owned(),
         identities: shared.cli.identities,
@@ -613,6 +735,11 @@ async fn main() -> anyhow::Result<()> {
         ok: latency(&ok, seconds),
         new_connection: latency(&all.new_micros, seconds),
         keepalive: latency(&all.keepalive_micros, seconds),
+        new_get: latency(&all.new_get, seconds),
+        new_post: latency(&all.new_post, seconds),
+        keepalive_get: latency(&all.keepalive_get, seconds),
+        keepalive_post: latency(&all.keepalive_post, seconds),
+        handshake_only: shared.cli.handshake_only,
         errors: Errors {
             handshake_failed: all.handshake_failed,
             non_200: all.non_200,
