@@ -334,6 +334,42 @@ async fn nodes_ride_out_a_postgres_restart() {
         200
     );
 
+    // Load on B throughout: new connections, each with one credential request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, sim, psk) = (
+            stop.clone(),
+            b.sim.clone(),
+            hex::decode(DEMO_PSK_HEX).unwrap(),
+        );
+        tokio::spawn(async move {
+            let (mut handshakes, mut refused_handshakes, mut answered) = (0, 0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let tcp = tokio::net::TcpStream::connect(&sim).await.unwrap();
+                let config = ClientConfig {
+                    identity: DEMO_ICCID.as_bytes().to_vec(),
+                    key: zeroize::Zeroizing::new(psk.clone()),
+                    cipher_list: "TLS13-AES128-CCM-SHA256".into(),
+                    key_exchange: KeyExchange::PskKe,
+                };
+                match wolfssl::connect(tcp, &config).await {
+                    Ok(mut stream) => {
+                        handshakes += 1;
+                        if !exchange(&mut stream, &get("outage", DEMO_ICCID))
+                            .await
+                            .is_empty()
+                        {
+                            answered += 1;
+                        }
+                    }
+                    Err(_) => refused_handshakes += 1,
+                }
+            }
+            (handshakes, refused_handshakes, answered)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     cluster.stop();
     // Handshakes go on from the cache; what needs the store is refused, clearly.
     let mut sim = demo_wolf(&b).await;
@@ -360,6 +396,13 @@ async fn nodes_ride_out_a_postgres_restart() {
     let mut sim = demo_wolf(&b).await;
     let answer = exchange(&mut sim, &get("outage", DEMO_ICCID)).await;
     assert_eq!(answer[0].0, 200, "{answer:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (handshakes, refused_handshakes, answered) = load.await.unwrap();
+    eprintln!(
+        "under the restart: {handshakes} handshakes, {refused_handshakes} refused, {answered} answered"
+    );
+    assert_eq!(refused_handshakes, 0);
+    assert_eq!(answered, handshakes);
     // Nothing acknowledged was lost; the refused write did not half-happen.
     assert!(handshake(&b, before, &[4u8; 16]).await.is_some());
     assert!(
