@@ -102,9 +102,19 @@ pub struct CapabilityCtx {
     pub component: Arc<str>,
     /// What must happen only if the response reaches the caller (see [`Effect`]).
     pub effects: Vec<Effect>,
-    /// The revision (and, for a count-based strategy, the count) each device had when
-    /// this request's `device` read it: what `serve-credentials` claims against.
-    pub seen: std::collections::HashMap<String, (i64, Option<i64>)>,
+    /// What this request's `device` read of each device: what `serve-credentials`
+    /// claims against.
+    pub seen: std::collections::HashMap<String, Seen>,
+}
+
+/// A device as a request last saw it.
+pub struct Seen {
+    /// The password's revision.
+    pub revision: i64,
+    /// The count, when the strategy decides on it (AFTER-X-REQUESTS).
+    pub count: Option<i64>,
+    /// The row itself, until a claim changes it: `serve-credentials` needs not read it again.
+    pub row: Option<crate::store::DeviceRow>,
 }
 
 impl CapabilityCtx {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::bindings::psk_edge::platform::registry::{DeviceInfo, Host, Sim};
-use super::{CapError, CapabilityCtx, Credentials, Platform, SimCaller, WitExpiration};
+use super::{CapError, CapabilityCtx, Credentials, Platform, Seen, SimCaller, WitExpiration};
 use crate::identity::is_name;
 use crate::provisioning::password_context;
 use crate::secrets::random_token;
@@ -86,29 +86,30 @@ impl Host for CapabilityCtx {
         let platform = &self.platform;
         let read = async {
             let row = platform.own_device(sim, &device_id).await?;
-            let expiration = platform
-                .expiration(&sim.account_id, row.profile.as_deref())
-                .await?;
-            // Only a count-based strategy decides on the count; otherwise answers for
-            // the same password need not wait for each other.
-            let count = matches!(expiration, Expiration::AfterXRequests(_)).then_some(row.served);
-            let seen = (row.revision, count);
-            Ok((
-                seen,
-                DeviceInfo {
-                    credentials: platform.credentials(sim, &device_id, &row, None)?,
-                    profile: row.profile,
-                    expiration: expiration.into(),
-                    served: u32::try_from(row.served).unwrap_or(u32::MAX),
-                    // Whole seconds, rounded down: "older than T" holds only once T has passed.
-                    password_age: u64::try_from((now_ms() - row.password_set_at) / 1000)
-                        .unwrap_or(0),
-                },
-            ))
+            let info = DeviceInfo {
+                credentials: platform.credentials(sim, &device_id, &row, None)?,
+                profile: row.profile.clone(),
+                expiration: row.expiration.into(),
+                served: u32::try_from(row.served).unwrap_or(u32::MAX),
+                // Whole seconds, rounded down: "older than T" holds only once T has passed.
+                password_age: u64::try_from((now_ms() - row.password_set_at) / 1000).unwrap_or(0),
+            };
+            Ok((row, info))
         }
         .await;
-        Ok(read.map(|(seen, info)| {
-            self.seen.insert(device_id, seen);
+        Ok(read.map(|(row, info)| {
+            // Only a count-based strategy decides on the count; otherwise answers for
+            // the same password need not wait for each other.
+            let count =
+                matches!(row.expiration, Expiration::AfterXRequests(_)).then_some(row.served);
+            self.seen.insert(
+                device_id,
+                Seen {
+                    revision: row.revision,
+                    count,
+                    row: Some(row),
+                },
+            );
             info
         }))
     }
@@ -119,17 +120,24 @@ impl Host for CapabilityCtx {
         rotate: bool,
     ) -> wasmtime::Result<Result<Credentials, CapError>> {
         let sim = self.sim()?.clone();
-        let row = match self.platform.own_device(&sim, &device_id).await {
-            Ok(row) => row,
-            Err(e) => return Ok(Err(e)),
+        // The function decided on what `device` showed it (already checked to be this
+        // SIM's); the claim holds only if the device is still that, else `conflict` and
+        // it decides again.
+        let remembered = self.seen.remove(&device_id);
+        let (row, seen) = match remembered {
+            Some(Seen {
+                revision,
+                count,
+                row: Some(row),
+            }) => (row, (revision, count)),
+            remembered => match self.platform.own_device(&sim, &device_id).await {
+                Ok(row) => {
+                    let seen = remembered.map_or((row.revision, None), |s| (s.revision, s.count));
+                    (row, seen)
+                }
+                Err(e) => return Ok(Err(e)),
+            },
         };
-        // The function decided on what `device` showed it; the claim holds only if the
-        // device is still that, else `conflict` and it decides again.
-        let seen = self
-            .seen
-            .get(&device_id)
-            .copied()
-            .unwrap_or((row.revision, None));
         let fresh = if rotate {
             match fresh_password(&self.platform, &sim.account_id, &device_id) {
                 Ok(fresh) => Some(fresh),
@@ -164,8 +172,14 @@ impl Host for CapabilityCtx {
             .await;
         Ok(match claimed {
             Ok(Some(claim)) => {
-                let count = seen.1.map(|_| claim.served);
-                self.seen.insert(device_id.clone(), (claim.revision, count));
+                self.seen.insert(
+                    device_id.clone(),
+                    Seen {
+                        revision: claim.revision,
+                        count: seen.1.map(|_| claim.served),
+                        row: None,
+                    },
+                );
                 self.effects.push(Effect::Served {
                     account_id: sim.account_id.clone(),
                     device_id,
@@ -173,10 +187,7 @@ impl Host for CapabilityCtx {
                 });
                 Ok(credentials)
             }
-            Ok(None) => {
-                self.seen.remove(&device_id);
-                Err(CapError::Conflict)
-            }
+            Ok(None) => Err(CapError::Conflict),
             Err(e) => Err(unavailable(&e)),
         })
     }
@@ -326,30 +337,6 @@ impl Platform {
             (None, Some(_)) => Err(CapError::NotFound),
             (None, None) => Ok(platform_default_profile()),
         }
-    }
-
-    /// The profile's strategy if it has one, else the account's.
-    async fn expiration(
-        &self,
-        account_id: &str,
-        profile: Option<&str>,
-    ) -> Result<Expiration, CapError> {
-        if let Some(name) = profile
-            && let Some(expiration) = self
-                .store
-                .profile(account_id, name)
-                .await
-                .map_err(|e| unavailable(&e))?
-                .and_then(|p| p.expiration)
-        {
-            return Ok(expiration);
-        }
-        Ok(self
-            .store
-            .account_expiration(account_id)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .unwrap_or_default())
     }
 
     /// The device, if it exists in the SIM's account and this SIM created it.

@@ -61,7 +61,7 @@ pub struct ProfileRow {
     pub expiration: Option<Expiration>,
 }
 
-fn parse_expiration(text: &str) -> Result<Expiration, StoreError> {
+pub(super) fn parse_expiration(text: &str) -> Result<Expiration, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
 }
 

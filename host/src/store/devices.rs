@@ -3,7 +3,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now, now_ms};
+use super::accounts::parse_expiration;
+use super::{Expiration, Store, StoreError, now, now_ms};
 
 pub struct NewDevice<'a> {
     pub account_id: &'a str,
@@ -32,6 +33,8 @@ pub struct DeviceRow {
     pub served: i64,
     /// Bumped by every password change: what a claim compares.
     pub revision: i64,
+    /// The strategy in force: the device profile's, else the account's.
+    pub expiration: Expiration,
 }
 
 /// The password a rotation replaced, kept so a rotation whose answer never left can be undone.
@@ -153,8 +156,12 @@ impl Store {
         device_id: &str,
     ) -> Result<Option<DeviceRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT iccid, client_id, username, password, profile, password_set_at, served, revision
-             FROM devices WHERE account_id = $1 AND device_id = $2",
+            // One round trip for everything a credential answer decides on.
+            "SELECT d.iccid, d.client_id, d.username, d.password, d.profile, d.password_set_at,
+                    d.served, d.revision, COALESCE(p.expiration, a.expiration)
+             FROM devices d JOIN accounts a ON a.id = d.account_id
+             LEFT JOIN profiles p ON p.account_id = d.account_id AND p.name = d.profile
+             WHERE d.account_id = $1 AND d.device_id = $2",
         )
         .bind(account_id)
         .bind(device_id)
@@ -170,6 +177,7 @@ impl Store {
                 password_set_at: row.try_get(5)?,
                 served: row.try_get(6)?,
                 revision: row.try_get(7)?,
+                expiration: parse_expiration(row.try_get::<&str, _>(8)?)?,
             })
         })
         .transpose()
