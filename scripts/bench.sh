@@ -212,8 +212,11 @@ if [ -z "${BENCH_SKIP_SCALE:-}" ]; then
         load --sim "127.0.0.1:$sim_port" --admin "$admin_url" --data-dir "$node_dir" \
             --identities "$n" --register-from "$registered" --register-only 2>&1 | tee "$out/register-$n.txt"
         registered=$n
-        run_load "handshake-$n" "$sim_port" "$node_pid" -- --skip-register --handshake-only \
-            --identities "$n"
+        # run_load passes --identities from this variable: all registered SIMs take part.
+        comparison_identities=$identities
+        identities=$n
+        run_load "handshake-$n" "$sim_port" "$node_pid" -- --skip-register --handshake-only
+        identities=$comparison_identities
     done
     stop "$node_pid"
 fi
