@@ -119,23 +119,21 @@ impl Platform {
         changes: Vec<PskChange>,
     ) -> Result<Vec<bool>, StoreError> {
         let mut writes = Vec::with_capacity(changes.len());
-        for change in &changes {
+        for change in changes {
             writes.push(match change {
                 PskChange::Upsert {
                     iccid,
                     account_id,
                     psk,
                 } => PskWrite::Upsert {
-                    iccid: iccid.clone(),
-                    account_id: account_id.clone(),
                     sealed_psk: self
                         .sealer
-                        .seal(&psk_context(iccid), psk)
+                        .seal(&psk_context(&iccid), &psk)
                         .map_err(|e| StoreError::Sealing(e.to_string()))?,
+                    iccid,
+                    account_id,
                 },
-                PskChange::Remove { iccid } => PskWrite::Remove {
-                    iccid: iccid.clone(),
-                },
+                PskChange::Remove { iccid } => PskWrite::Remove { iccid },
             });
         }
         let (revision, applied) = self.store.apply_psk_writes(&writes).await?;

@@ -284,6 +284,23 @@ impl Store {
         Ok(revision)
     }
 
+    /// Runs `change` in a transaction and, if it touched a row, takes the next revision
+    /// of `counter` with it. Returns whether it touched a row; nothing is announced
+    /// when it did not.
+    async fn change_announced(
+        &self,
+        counter: Counter,
+        change: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if change.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.bump(&mut tx, counter).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Applies the writes in one transaction under one new revision. Per write:
     /// whether it took effect (removing an unknown identity does not).
     pub async fn apply_psk_writes(
@@ -356,7 +373,7 @@ impl Store {
 
 pub use accounts::{Expiration, ProfileRow};
 pub use devices::{BrokerDevice, Claim, CreateDeviceError, DeviceRow, NewDevice, PreviousPassword};
-pub use tenants::{AccountLimits, ActiveFunction, FunctionVersion};
+pub use tenants::{AccountLimits, FunctionVersion};
 
 #[cfg(test)]
 #[path = "../../../tests/support/postgres.rs"]

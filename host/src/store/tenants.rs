@@ -14,14 +14,6 @@ pub struct FunctionVersion {
     pub uploaded_at: i64,
 }
 
-/// An active tenant function with what it takes to load it.
-pub struct ActiveFunction {
-    pub account_id: String,
-    pub route: String,
-    pub version: String,
-    pub component: Vec<u8>,
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountLimits {
     pub deadline_ms: Option<u32>,
@@ -169,8 +161,7 @@ impl Store {
         route: &str,
         version: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let activate = sqlx::query(
             "INSERT INTO active_functions (account_id, route, version, activated_at)
              SELECT account_id, route, version, $4 FROM function_versions
              WHERE account_id = $1 AND route = $2 AND version = $3
@@ -179,15 +170,8 @@ impl Store {
         .bind(account_id)
         .bind(route)
         .bind(version)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        self.bump(&mut tx, Counter::Functions).await?;
-        tx.commit().await?;
-        Ok(true)
+        .bind(now());
+        self.change_announced(Counter::Functions, activate).await
     }
 
     /// Back to the platform's component; false when none was active.
@@ -196,18 +180,11 @@ impl Store {
         account_id: &str,
         route: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("DELETE FROM active_functions WHERE account_id = $1 AND route = $2")
-            .bind(account_id)
-            .bind(route)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        self.bump(&mut tx, Counter::Functions).await?;
-        tx.commit().await?;
-        Ok(true)
+        let deactivate =
+            sqlx::query("DELETE FROM active_functions WHERE account_id = $1 AND route = $2")
+                .bind(account_id)
+                .bind(route);
+        self.change_announced(Counter::Functions, deactivate).await
     }
 
     /// Which version serves each (account, route), without the bytes: what a node
@@ -222,47 +199,19 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()?)
     }
 
-    pub async fn active_functions(&self) -> Result<Vec<ActiveFunction>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT a.account_id, a.route, a.version, v.component FROM active_functions a
-             JOIN function_versions v USING (account_id, route, version)",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                Ok(ActiveFunction {
-                    account_id: r.try_get(0)?,
-                    route: r.try_get(1)?,
-                    version: r.try_get(2)?,
-                    component: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?)
-    }
-
     /// False when the account does not exist.
     pub async fn set_account_limits(
         &self,
         account_id: &str,
         limits: AccountLimits,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let set = sqlx::query(
             "UPDATE accounts SET fn_deadline_ms = $1, fn_memory_mib = $2 WHERE id = $3",
         )
         .bind(limits.deadline_ms.map(i64::from))
         .bind(limits.memory_mib.map(i64::from))
-        .bind(account_id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        self.bump(&mut tx, Counter::Functions).await?;
-        tx.commit().await?;
-        Ok(true)
+        .bind(account_id);
+        self.change_announced(Counter::Functions, set).await
     }
 
     /// Every account with limits of its own.
@@ -334,13 +283,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((versions.len(), active.as_deref()), (2, Some("v1")));
-        assert_eq!(store.active_functions().await.unwrap()[0].component, b"v1");
+        assert_eq!(
+            store.active_versions().await.unwrap(),
+            [("acme".into(), "device-create".into(), "v1".into())]
+        );
+        assert_eq!(
+            store
+                .function_component("acme", "device-create", "v1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"v1"[..])
+        );
         assert!(
             store
                 .deactivate_function("acme", "device-create")
                 .await
                 .unwrap()
         );
-        assert!(store.active_functions().await.unwrap().is_empty());
+        assert!(store.active_versions().await.unwrap().is_empty());
     }
 }
