@@ -62,7 +62,7 @@ pub struct UpArgs {
     /// A PostgreSQL database that many nodes share (postgres://USER:PASSWORD@HOST/DB),
     /// on a session connection: LISTEN/NOTIFY does not pass transaction-mode poolers.
     /// Default: DATA_DIR/psk-edge.db, the node's own SQLite file.
-    #[arg(long, env = "PSK_EDGE_DATABASE_URL")]
+    #[arg(long, env = "PSK_EDGE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// A file holding the 64-hex-character master key (else PSK_EDGE_MASTER_KEY, else
     /// generated in DATA_DIR; with --database-url one of the two is required, the same on
@@ -115,7 +115,12 @@ pub struct UpArgs {
     /// The platform's MQTT broker, as its dynamic-security admin:
     /// mqtt://ADMIN:PASSWORD@HOST:PORT. Default: a Mosquitto that `up` starts and
     /// stops itself, when `mosquitto` is installed.
-    #[arg(long, env = "PSK_EDGE_MQTT_URL", conflicts_with = "no_mqtt")]
+    #[arg(
+        long,
+        env = "PSK_EDGE_MQTT_URL",
+        hide_env_values = true,
+        conflicts_with = "no_mqtt"
+    )]
     pub mqtt_url: Option<BrokerUrl>,
     /// No broker: devices get credentials that no broker knows.
     #[arg(long)]
