@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The tests' brokers load the plugin from beside the psk-edge binary.
+cargo build --locked -p psk-edge-mosquitto
 cargo test --locked --workspace
 PSK_EDGE_TEST_BACKEND=postgres cargo test --locked --workspace
 cargo test --locked --manifest-path functions/Cargo.toml

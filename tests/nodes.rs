@@ -411,3 +411,71 @@ async fn nodes_ride_out_a_postgres_restart() {
             .is_none()
     );
 }
+
+/// Two nodes of one database, each with a broker of its own whose plugin asks it.
+async fn node_with_broker(
+    url: &str,
+    args: &[&str],
+) -> (Node, support::broker::TestBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::broker::free_port();
+    let node = args
+        .iter()
+        .fold(
+            NodeBuilder::new(&dir.path().join("node")).shared_database(url),
+            |b, a| b.arg(a),
+        )
+        .mqtt(&["--mqtt-url", &format!("mqtt://127.0.0.1:{port}")])
+        .start()
+        .await;
+    let broker = support::broker::TestBroker::start(
+        &dir.path().join("broker"),
+        port,
+        &node.broker_endpoint,
+        &node.data_dir.join("broker.key"),
+    )
+    .await;
+    node.wait_log(|l| l.contains("connected to the broker as the platform"))
+        .await;
+    (node, broker, dir)
+}
+
+#[tokio::test]
+async fn a_rotation_through_one_node_is_refused_at_the_other_nodes_broker() {
+    use support::mqtt::Mqtt;
+    let url = postgres::shared().create_database(&unique_name("brokers"));
+    let (a, broker_a, _dir_a) = node_with_broker(&url, &["--demo"]).await;
+    let (b, broker_b, _dir_b) = node_with_broker(&url, &[]).await;
+    let mut sim = demo_wolf(&a).await;
+    let (code, body) = exchange(&mut sim, &post("roam", DEMO_ICCID)).await[0].clone();
+    assert_eq!(code, 200, "{body}");
+    let c = creds(&body);
+    // Any node answers any broker: the device works at both at once.
+    let mut at_b = Mqtt::connect(broker_b.port, &c.cli, &c.usr, &c.pwd)
+        .await
+        .unwrap();
+    Mqtt::connect(broker_a.port, &c.cli, &c.usr, &c.pwd)
+        .await
+        .unwrap();
+
+    let since = Instant::now();
+    let (code, _) = a
+        .admin("POST", "/v3/accounts/demo/devices/roam/rotate", None)
+        .await;
+    assert_eq!(code, 200);
+    let ended = tokio::time::timeout_at((since + PROPAGATION).into(), at_b.ended()).await;
+    assert!(
+        ended.is_ok(),
+        "the session at B's broker outlived the rotation through A"
+    );
+    assert!(
+        Mqtt::connect(broker_b.port, &c.cli, &c.usr, &c.pwd)
+            .await
+            .is_err()
+    );
+    eprintln!(
+        "rotation through A ended the session at B's broker after {:?}",
+        since.elapsed()
+    );
+    drop(b);
+}

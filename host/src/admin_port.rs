@@ -93,6 +93,12 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     if path == "/healthz" && req.method() == Method::GET {
         return text(StatusCode::OK, "ok");
     }
+    // Brokers elsewhere (EMQX, VerneMQ) ask over HTTPS here, with the broker key.
+    if crate::broker::endpoint::is_broker_path(&path) {
+        return crate::broker::endpoint::handle(&node.authority, req)
+            .await
+            .map(|body| body.boxed());
+    }
     let Some(caller) = principal(node, &req).await else {
         let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized");
         response.headers_mut().insert(

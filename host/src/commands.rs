@@ -5,15 +5,66 @@ use clap::Subcommand;
 
 use crate::admin_client::{AdminArgs, AdminClient};
 
+/// Names go into the URL path as they are: one outside the name rule (a `?`, a `/`)
+/// would address something else, so it is refused before anything is sent.
+fn path_name(s: &str) -> Result<String, String> {
+    if crate::identity::is_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("not a name: 1 to 64 of A-Z a-z 0-9 . _ -".to_owned())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Give a device a fresh MQTT password now (the ON-DEMAND strategy): the old one
     /// stops working at the broker, the SIM gets the new one with its next request.
     Rotate {
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         account: String,
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         device: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a device and its config: its MQTT credentials stop working at the broker
+    /// and its live sessions are disconnected.
+    Delete {
+        #[arg(long, value_parser = path_name)]
+        account: String,
+        #[arg(long, value_parser = path_name)]
+        device: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an application's MQTT credentials (it may subscribe to the account's
+    /// `{account}/#` and publish to `{account}/command/#`); the password is shown once.
+    Create {
+        #[arg(long, value_parser = path_name)]
+        account: String,
+        /// [A-Za-z0-9._-]{1,64}, unique within the account.
+        #[arg(long, value_parser = path_name)]
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List an account's applications and when each was created.
+    List {
+        #[arg(long, value_parser = path_name)]
+        account: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke an application's credentials now; its live sessions are disconnected.
+    Delete {
+        #[arg(long, value_parser = path_name)]
+        account: String,
+        #[arg(long, value_parser = path_name)]
+        name: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -24,10 +75,10 @@ pub enum FunctionCommand {
     /// Upload a component for one of an account's SIM routes and (unless
     /// --no-activate) serve it from the next request on.
     Deploy {
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         account: String,
         /// device-create, device-credentials or device-data.
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         route: String,
         /// Store the version without serving it.
         #[arg(long)]
@@ -39,9 +90,9 @@ pub enum FunctionCommand {
     },
     /// Serve a stored version (a rollback is activating an earlier one).
     Activate {
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         account: String,
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         route: String,
         #[arg(long)]
         version: String,
@@ -50,9 +101,9 @@ pub enum FunctionCommand {
     },
     /// List a route's versions and the active one.
     List {
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         account: String,
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         route: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -63,14 +114,14 @@ pub enum FunctionCommand {
 pub enum AccountCommand {
     /// Create an account (idempotent).
     Create {
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         account: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// Create a tenant API key for an account; the secret is shown once.
     Key {
-        #[arg(long)]
+        #[arg(long, value_parser = path_name)]
         account: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -162,6 +213,67 @@ pub async fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
             }
             println!("rotated the password of device {device} in account {account}");
+            Ok(())
+        }
+        DeviceCommand::Delete {
+            account,
+            device,
+            admin,
+        } => {
+            let path = format!("/v3/accounts/{account}/devices/{device}");
+            let (status, body) = AdminClient::new(&admin)?
+                .request("DELETE", &path, Bytes::new())
+                .await?;
+            if !status.is_success() {
+                anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
+            }
+            println!("deleted device {device} in account {account}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn app(command: AppCommand) -> anyhow::Result<()> {
+    match command {
+        AppCommand::Create {
+            account,
+            name,
+            admin,
+        } => {
+            let body = serde_json::json!({ "name": name }).to_string();
+            call(
+                &admin,
+                "POST",
+                &format!("/v3/accounts/{account}/apps"),
+                body.into(),
+            )
+            .await?;
+            // Only after a 201: a refusal printed no password to warn about.
+            eprintln!("the password is shown this once: store it now");
+            Ok(())
+        }
+        AppCommand::List { account, admin } => {
+            call(
+                &admin,
+                "GET",
+                &format!("/v3/accounts/{account}/apps"),
+                Bytes::new(),
+            )
+            .await
+        }
+        AppCommand::Delete {
+            account,
+            name,
+            admin,
+        } => {
+            let path = format!("/v3/accounts/{account}/apps/{name}");
+            let (status, body) = AdminClient::new(&admin)?
+                .request("DELETE", &path, Bytes::new())
+                .await?;
+            if !status.is_success() {
+                anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
+            }
+            println!("deleted app {name} in account {account}");
             Ok(())
         }
     }

@@ -8,7 +8,6 @@ pub mod commands;
 pub mod components;
 pub mod identity;
 pub mod node;
-pub mod provisioning;
 pub mod psk_cache;
 pub mod router;
 pub mod runtime;

@@ -27,6 +27,9 @@ enum Command {
     /// Accounts and their tenant keys, through the admin API.
     #[command(subcommand)]
     Account(psk_edge::commands::AccountCommand),
+    /// An account's applications and their MQTT credentials, through the admin API.
+    #[command(subcommand)]
+    App(psk_edge::commands::AppCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
             Command::Device(command) => psk_edge::commands::device(command).await,
             Command::Function(command) => psk_edge::commands::function(command).await,
             Command::Account(command) => psk_edge::commands::account(command).await,
+            Command::App(command) => psk_edge::commands::app(command).await,
         }
     });
     match result {

@@ -29,6 +29,8 @@ pub struct Node {
     pub tenant_routes: Vec<String>,
     /// What of the tenants' functions this node runs; one sync at a time.
     pub tenant_sync: tokio::sync::Mutex<TenantSync>,
+    /// Answers brokers' questions (on the broker endpoint and the admin port).
+    pub authority: Arc<crate::broker::authority::Authority>,
 }
 
 /// Accepts connections until `shutdown` is cancelled, each served by its own tracked task.

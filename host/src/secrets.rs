@@ -43,6 +43,9 @@ pub fn random_token(len: usize) -> anyhow::Result<String> {
 pub struct Sealer {
     cipher: Aes256Gcm,
     key_id: [u8; KEY_ID_LEN],
+    /// Derived from the master key, never the key itself: what [`Sealer::derive`] keys
+    /// its HMAC with, so a derived secret reveals nothing of the master key.
+    derivation: Zeroizing<[u8; 32]>,
 }
 
 impl Sealer {
@@ -50,10 +53,23 @@ impl Sealer {
         let digest = Sha256::digest([b"psk-edge key id".as_slice(), key].concat());
         let mut key_id = [0u8; KEY_ID_LEN];
         key_id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        let derivation: [u8; 32] =
+            Sha256::digest([b"psk-edge derivation".as_slice(), key].concat()).into();
         Sealer {
             cipher: Aes256Gcm::new(key.into()),
             key_id,
+            derivation: Zeroizing::new(derivation),
         }
+    }
+
+    /// A secret every node of a deployment computes alike from the shared master key
+    /// (64 hex characters, HMAC-SHA-256 of `label`): nothing to distribute or store.
+    pub fn derive(&self, label: &str) -> Zeroizing<String> {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&*self.derivation)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(label.as_bytes());
+        Zeroizing::new(hex::encode(mac.finalize().into_bytes()))
     }
 
     pub fn key_id(&self) -> String {
@@ -94,6 +110,21 @@ impl Sealer {
             .map(Zeroizing::new)
             .map_err(|_| anyhow::anyhow!("sealed value does not authenticate"))
     }
+}
+
+/// What a device's MQTT password is sealed against: it opens for that device only.
+pub fn device_password_context(account_id: &str, device_id: &str) -> Vec<u8> {
+    format!("pwd:{account_id}/{device_id}").into_bytes()
+}
+
+/// What an application's MQTT password is sealed against.
+pub fn app_password_context(account_id: &str, name: &str) -> Vec<u8> {
+    format!("app:{account_id}/{name}").into_bytes()
+}
+
+/// Constant-time equality of two secrets.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// Where the master key comes from, in order: the environment, a key file the

@@ -13,18 +13,21 @@ use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use crate::admin_port::{self, AdminAccess};
-use crate::broker::{BrokerUrl, DynSec, ManagedMosquitto};
+use crate::broker::authority::Authority;
+use crate::broker::managed::PluginSetup;
+use crate::broker::{
+    BrokerClient, BrokerUrl, ManagedMosquitto, PLATFORM_USER, endpoint, revocations,
+};
 use crate::capabilities::{Platform, PskChange};
 use crate::components;
 use crate::node::Node;
-use crate::provisioning::Provisioner;
 use crate::psk_cache::PskCache;
 use crate::router::RouteTable;
 use crate::runtime::{CallLimits, Runtime, RuntimeConfig};
 use crate::secrets::{self, OperatorCredentials, Sealer};
 use crate::sim_port::{self, SimPortConfig};
 use crate::store::Store;
-use crate::store::follow::{self, Changes};
+use crate::store::follow;
 use crate::wolfssl;
 
 pub const DEMO_ICCID: &str = "049305930495403";
@@ -112,9 +115,10 @@ pub struct UpArgs {
     /// nodes or data directories may share one. Default: DATA_DIR/compiled.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// The platform's MQTT broker, as its dynamic-security admin:
-    /// mqtt://ADMIN:PASSWORD@HOST:PORT. Default: a Mosquitto that `up` starts and
-    /// stops itself, when `mosquitto` is installed.
+    /// The platform's MQTT broker, whose plugin (or HTTP authenticator) asks a node of
+    /// this deployment: mqtt://HOST:PORT. The node connects there as the platform user
+    /// to publish devices' data and tell the broker what was revoked. Default: a
+    /// Mosquitto that `up` starts and stops itself, when `mosquitto` is installed.
     #[arg(
         long,
         env = "PSK_EDGE_MQTT_URL",
@@ -122,9 +126,17 @@ pub struct UpArgs {
         conflicts_with = "no_mqtt"
     )]
     pub mqtt_url: Option<BrokerUrl>,
-    /// No broker: devices get credentials that no broker knows.
+    /// No broker: devices get credentials that no broker is told about.
     #[arg(long)]
     pub no_mqtt: bool,
+    /// Where brokers ask this node who a client is (plain HTTP: keep it on loopback).
+    /// Default: 127.0.0.1:11112, or a free loopback port when that one is taken.
+    #[arg(long)]
+    pub broker_listen: Option<SocketAddr>,
+    /// The Mosquitto plugin the managed broker loads. Default: libpsk_edge_mosquitto.so
+    /// beside this executable.
+    #[arg(long)]
+    pub mqtt_plugin: Option<PathBuf>,
     /// Do not create the demo account and SIM on first start (SQLite).
     #[arg(long, conflicts_with = "demo")]
     pub no_demo: bool,
@@ -170,21 +182,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     check_master_key(&store, &sealer, &key_source).await?;
 
-    let broker = start_broker(&args, data_dir).await;
-    let provisioner = broker.dynsec.as_ref().map(|dynsec| {
-        Arc::new(Provisioner::new(
-            dynsec.clone(),
-            store.clone(),
-            sealer.clone(),
-        ))
-    });
+    let authority = Arc::new(Authority::new(store.clone(), sealer.clone()));
+    // Derived, so the same on every start: written only when missing or different.
+    let key_path = data_dir.join("broker.key");
+    let broker_key = authority.broker_key();
+    if std::fs::read(&key_path).ok().as_deref() != Some(broker_key.as_bytes()) {
+        let _ = std::fs::remove_file(&key_path);
+        secrets::write_private(&key_path, &broker_key)?;
+    }
+    let broker_listener = bind_broker_endpoint(args.broker_listen).await?;
+    let broker_addr = broker_listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(endpoint::serve(
+        broker_listener,
+        authority.clone(),
+        shutdown.clone(),
+        tasks.clone(),
+    ));
+    let broker = start_broker(&args, data_dir, &authority, broker_addr).await;
 
     let psks = Arc::new(PskCache::new()?);
     let platform = Arc::new(Platform::new(
         store.clone(),
         sealer,
         psks.clone(),
-        provisioner.clone(),
+        broker.client.clone(),
     ));
     let loaded = platform.sync_psks().await?;
     // A shared database is production's: a SIM whose key is public only on request.
@@ -267,6 +290,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             allow: args.admin_allow.clone(),
         },
         tenant_sync: Default::default(),
+        authority,
     });
 
     let tenant_functions = crate::tenant_api::sync_tenants(&node, None).await?;
@@ -279,10 +303,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let sim_addr = sim_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    if let (Some(provisioner), Some(dynsec)) = (provisioner, &broker.dynsec) {
-        tasks.spawn(provisioner.run(dynsec.connections(), shutdown.clone()));
+    if let Some(client) = &broker.client {
+        tasks.spawn(revocations::run(
+            node.platform.store.clone(),
+            client.clone(),
+            node.platform.changes.clone(),
+            shutdown.clone(),
+        ));
     }
     follow_other_nodes(&node, &tasks, &shutdown);
     tasks.spawn(sim_port::serve(
@@ -309,11 +336,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         cert_path: &cert_path,
         demo: node.psks.sim(DEMO_ICCID).is_some(),
         broker: &broker.description,
+        broker_endpoint: broker_addr,
     });
     tracing::info!(
         sim = %sim_addr,
         admin = %admin_addr,
         mqtt = %broker.address,
+        broker_endpoint = %broker_addr,
         database = if shared { "postgres" } else { "sqlite" },
         sims = node.psks.len(),
         tenant_functions,
@@ -344,7 +373,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// Other nodes' PSK and tenant-function changes reach this node's cache and runtime.
 fn follow_other_nodes(node: &Arc<Node>, tasks: &TaskTracker, shutdown: &CancellationToken) {
-    let changes = Arc::new(Changes::default());
+    let changes = node.platform.changes.clone();
     tasks.spawn(follow::listen(
         node.platform.store.clone(),
         changes.clone(),
@@ -374,7 +403,7 @@ fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
 }
 
 struct BrokerSetup {
-    dynsec: Option<Arc<DynSec>>,
+    client: Option<Arc<BrokerClient>>,
     managed: Option<ManagedMosquitto>,
     /// For the banner.
     description: String,
@@ -382,50 +411,105 @@ struct BrokerSetup {
     address: String,
 }
 
+/// The port brokers ask on: the one given, else the usual one, else any free one
+/// (several nodes on one machine need not configure it).
+async fn bind_broker_endpoint(given: Option<SocketAddr>) -> anyhow::Result<TcpListener> {
+    if let Some(addr) = given {
+        return TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the broker endpoint {addr}"));
+    }
+    let usual = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DEFAULT_BROKER_PORT));
+    match TcpListener::bind(usual).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+            tracing::info!(
+                "{usual} is taken; brokers ask this node on {}",
+                listener.local_addr()?
+            );
+            Ok(listener)
+        }
+        Err(e) => Err(e).with_context(|| format!("binding the broker endpoint {usual}")),
+    }
+}
+
+pub const DEFAULT_BROKER_PORT: u16 = 11112;
+
 /// The broker named by `--mqtt-url`, else a managed Mosquitto when installed, else
-/// none. Never fails `up`: without a broker the node serves, and says once that
-/// credentials are not provisioned anywhere.
-async fn start_broker(args: &UpArgs, data_dir: &Path) -> BrokerSetup {
+/// none. Never fails `up`: without a broker the node serves, and says once that no
+/// broker hears from it.
+async fn start_broker(
+    args: &UpArgs,
+    data_dir: &Path,
+    authority: &Authority,
+    endpoint: SocketAddr,
+) -> BrokerSetup {
     let none = |why: &str| {
         tracing::warn!(
-            "{why}: device credentials are issued but not provisioned at any MQTT broker"
+            "{why}: device credentials are issued, but this node publishes no data and tells no broker of revocations"
         );
         BrokerSetup {
-            dynsec: None,
+            client: None,
             managed: None,
             description: format!("none ({why})"),
             address: "none".into(),
         }
+    };
+    let connect = |url: &BrokerUrl| {
+        let (username, password) = match &url.credentials {
+            Some((user, password)) => (user.clone(), password.clone()),
+            None => (PLATFORM_USER.to_owned(), authority.platform_password()),
+        };
+        Arc::new(BrokerClient::connect(url, &username, password))
     };
     if args.no_mqtt {
         return none("--no-mqtt");
     }
     if let Some(url) = &args.mqtt_url {
         return BrokerSetup {
-            dynsec: Some(Arc::new(DynSec::connect(url))),
+            client: Some(connect(url)),
             managed: None,
-            description: format!("{url} (dynamic security)"),
+            description: url.to_string(),
             address: format!("{}:{}", url.host, url.port),
         };
     }
     if args.database_url.is_some() {
-        return none("nodes of a shared database share one broker, given by --mqtt-url");
+        return none("nodes of a shared database name their broker with --mqtt-url");
     }
     if !ManagedMosquitto::available() {
         return none("no mosquitto installed and no --mqtt-url given");
     }
+    let Some(plugin) = args
+        .mqtt_plugin
+        .clone()
+        .or_else(ManagedMosquitto::plugin_beside_executable)
+    else {
+        return none(
+            "the broker plugin libpsk_edge_mosquitto.so is not beside this executable \
+             (build it with `cargo build -p psk-edge-mosquitto`, or give --mqtt-plugin)",
+        );
+    };
+    let node_url = format!("http://{endpoint}");
+    let broker_key = authority.broker_key();
+    let setup = PluginSetup {
+        plugin: &plugin,
+        node_url: &node_url,
+        broker_key: &broker_key,
+    };
     match tokio::time::timeout(
         Duration::from_secs(5),
-        ManagedMosquitto::start(&data_dir.join("mosquitto")),
+        ManagedMosquitto::start(&data_dir.join("mosquitto"), &setup),
     )
     .await
     {
         Ok(Ok(managed)) => BrokerSetup {
-            dynsec: Some(Arc::new(DynSec::connect(&managed.url()))),
+            client: Some(connect(&managed.url())),
             description: format!(
-                "managed Mosquitto on 127.0.0.1:{} ({})",
+                "managed Mosquitto on 127.0.0.1:{} ({}, plugin {})",
                 managed.port(),
-                managed.dir().display()
+                managed.dir().display(),
+                plugin.display()
             ),
             address: format!("127.0.0.1:{}", managed.port()),
             managed: Some(managed),
@@ -565,6 +649,7 @@ struct Banner<'a> {
     cert_path: &'a Path,
     demo: bool,
     broker: &'a str,
+    broker_endpoint: SocketAddr,
 }
 
 fn print_banner(b: &Banner) {
@@ -590,6 +675,11 @@ fn print_banner(b: &Banner) {
     println!("  operator key    {}", b.operator_key);
     println!("  operator secret {secret_hint}");
     println!("  MQTT broker     {}", b.broker);
+    println!(
+        "  broker endpoint http://{} (brokers ask here; key in {})",
+        b.broker_endpoint,
+        b.data_dir.join("broker.key").display()
+    );
     if b.demo {
         let psk_hex = hex::encode(demo_psk());
         println!();

@@ -15,6 +15,7 @@ pub const DEMO_ICCID: &str = "049305930495403";
 pub const DEMO_PSK_HEX: &str = "404142434445464748494a4b4c4d4e4f";
 pub const OPERATOR_KEY: &str = "test-operator";
 pub const OPERATOR_SECRET: &str = "test-operator-secret-0123456789";
+pub mod broker;
 pub mod fixtures;
 pub mod mqtt;
 pub mod postgres;
@@ -29,6 +30,8 @@ pub struct Node {
     pub admin: String,
     /// host:port of the broker, or `none`.
     pub mqtt: String,
+    /// host:port where brokers ask this node.
+    pub broker_endpoint: String,
     pub data_dir: PathBuf,
     /// The PostgreSQL database's URL; None: DATA_DIR/psk-edge.db.
     pub database: Option<String>,
@@ -140,6 +143,12 @@ impl NodeBuilder {
                 "--admin-listen",
                 "127.0.0.1:0",
             ])
+            .args(
+                (!self.args.iter().any(|a| a == "--broker-listen"))
+                    .then_some(["--broker-listen", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--cache-dir")
             .arg(compile_cache())
             .args(&self.args)
@@ -246,6 +255,7 @@ impl NodeBuilder {
             sim: field("sim="),
             admin: field("admin="),
             mqtt: field("mqtt="),
+            broker_endpoint: field("broker_endpoint="),
             child: Some(child),
             data_dir: self.data_dir,
             database,

@@ -86,9 +86,9 @@ impl Mqtt {
     }
 
     /// The PUBACK reason; "no matching subscribers" also means accepted, so it reads as Success.
-    pub async fn publish(&mut self, topic: &str, payload: &'static str) -> PubAckReason {
+    pub async fn publish(&mut self, topic: &str, payload: &str) -> PubAckReason {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_owned())
             .await
             .unwrap();
         self.next(|p| match p {

@@ -1,11 +1,13 @@
-//! admin-accounts: an account's expiration strategy, device profiles, device config and password rotation (`/v3/accounts/…`).
+//! admin-accounts: an account's expiration strategy, profiles, device config, rotation and deletion, and application credentials (`/v3/accounts/…`).
 //!
 //! The host has already authenticated the caller and checks, per call, that it may act
 //! on the account. JSON in and out; every refusal is a status with `{"error":"reason"}`.
+//! An application's password leaves only in the answer that created it, never in a log.
 
 use common::admin::{self, Bad, Route, RouteError};
 use common::expiration::{self, Expiration};
 use common::http::{Reply, method_not_allowed, reply};
+use common::json;
 use common::profile::{self, Profile};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
@@ -39,18 +41,19 @@ async fn handle(req: Request) -> impl IntoResponse {
         Err(RouteError::Bad(bad)) => return refuse("request", bad),
     };
     let body = match route {
-        Route::PutExpiration { .. } | Route::PutProfile { .. } | Route::PutConfig { .. } => {
-            match req.into_body().bytes().await {
-                Ok(body) => body,
-                Err(e) => {
-                    log::write(
-                        Level::Warn,
-                        &format!("{method} {path}: body unreadable: {e:?}"),
-                    );
-                    return refuse("request", Bad::new("body", "unreadable"));
-                }
+        Route::PutExpiration { .. }
+        | Route::PutProfile { .. }
+        | Route::PutConfig { .. }
+        | Route::CreateApp { .. } => match req.into_body().bytes().await {
+            Ok(body) => body,
+            Err(e) => {
+                log::write(
+                    Level::Warn,
+                    &format!("{method} {path}: body unreadable: {e:?}"),
+                );
+                return refuse("request", Bad::new("body", "unreadable"));
             }
-        }
+        },
         // Nothing else reads a body: whatever was sent is ignored.
         _ => Default::default(),
     };
@@ -71,6 +74,10 @@ async fn handle(req: Request) -> impl IntoResponse {
             name,
         } => delete_config(account, device, name),
         Route::Rotate { account, device } => rotate(account, device),
+        Route::DeleteDevice { account, device } => delete_device(account, device),
+        Route::CreateApp { account } => create_app(account, &body),
+        Route::ListApps { account } => list_apps(account),
+        Route::DeleteApp { account, name } => delete_app(account, name),
     }
 }
 
@@ -266,6 +273,79 @@ fn rotate(account: &str, device: &str) -> Reply {
                 &format!("account {account} device {device}: password rotated"),
             );
             ok(r#"{"rotated":true}"#.to_owned())
+        }
+        Err(e) => failed(&what, e),
+    }
+}
+
+/// The answer of a delete that removed a device or an application.
+const DELETED: &str = r#"{"deleted":true}"#;
+
+fn delete_device(account: &str, device: &str) -> Reply {
+    let what = format!("account {account} device {device}: delete");
+    match accounts_admin::delete_device(account, device) {
+        Ok(()) => {
+            log::write(
+                Level::Info,
+                &format!("account {account} device {device}: deleted"),
+            );
+            ok(DELETED.to_owned())
+        }
+        Err(e) => failed(&what, e),
+    }
+}
+
+fn create_app(account: &str, body: &[u8]) -> Reply {
+    let what = format!("account {account}: create app");
+    let name = match admin::app_name(body) {
+        Ok(name) => name,
+        Err(bad) => return refuse(&what, bad),
+    };
+    let what = format!("account {account}: create app {name}");
+    match accounts_admin::create_app(account, &name) {
+        Ok(c) => {
+            log::write(
+                Level::Info,
+                &format!("account {account}: app {name} created"),
+            );
+            // The SIM's credential body, so an application reads the same fields.
+            reply(
+                StatusCode::CREATED,
+                admin::CONTENT_TYPE,
+                json::credentials(&c.client_id, &c.username, &c.password),
+            )
+        }
+        // The name is the conflict here, so the answer says so rather than `conflict`.
+        Err(Error::Conflict) => {
+            log::write(Level::Info, &format!("{what} failed: exists"));
+            error(StatusCode::CONFLICT, "exists")
+        }
+        Err(e) => failed(&what, e),
+    }
+}
+
+fn list_apps(account: &str) -> Reply {
+    match accounts_admin::list_apps(account) {
+        Ok(apps) => {
+            let apps: Vec<(String, u64)> = apps
+                .into_iter()
+                .map(|app| (app.name, app.created_at))
+                .collect();
+            ok(admin::apps_json(&apps))
+        }
+        Err(e) => failed(&format!("account {account}: list apps"), e),
+    }
+}
+
+fn delete_app(account: &str, name: &str) -> Reply {
+    let what = format!("account {account}: delete app {name}");
+    match accounts_admin::delete_app(account, name) {
+        Ok(()) => {
+            log::write(
+                Level::Info,
+                &format!("account {account}: app {name} deleted"),
+            );
+            ok(DELETED.to_owned())
         }
         Err(e) => failed(&what, e),
     }

@@ -1,4 +1,4 @@
-//! The accounts admin API's routes, input errors and error bodies (admin port, `/v3/accounts/…`).
+//! The accounts admin API's routes, input checks and JSON bodies (admin port, `/v3/accounts/…`).
 
 use std::fmt;
 
@@ -11,6 +11,10 @@ use crate::value::{self, NotObject};
 pub const CONTENT_TYPE: &str = "application/json";
 
 const ACCOUNTS_PREFIX: &str = "/v3/accounts/";
+
+/// Largest body `POST /v3/accounts/{a}/apps` reads: `{"name":…}` needs under 100
+/// bytes, and anything far beyond that is not a client following the contract.
+pub const APP_BODY_MAX: usize = 1024;
 
 /// Why input was refused with 400: which field, and what is wrong with it. Never
 /// carries a value the caller sent, only names that passed the name rule.
@@ -123,6 +127,44 @@ pub fn config_deleted_json(name: &str) -> String {
     serde_json::to_string(&Body { deleted: name }).unwrap_or_default()
 }
 
+/// The application name in a `POST /v3/accounts/{a}/apps` body: exactly
+/// `{"name":"NAME"}`, at most [`APP_BODY_MAX`] bytes.
+pub fn app_name(body: &[u8]) -> Result<String, Bad> {
+    if body.len() > APP_BODY_MAX {
+        return Err(Bad::new("body", "longer than 1024 bytes"));
+    }
+    let members = known_members(body, "", &["name"])?;
+    let raw = member(&members, "name").ok_or_else(|| Bad::new("name", "missing"))?;
+    let name: String =
+        serde_json::from_str(raw.get()).map_err(|_| Bad::new("name", "not a string"))?;
+    if !is_name(&name) {
+        return Err(Bad::new("name", "not a name [A-Za-z0-9._-]{1,64}"));
+    }
+    Ok(name)
+}
+
+/// `{"apps":[{"name":"NAME","createdAt":SECONDS},…]}`, in the order given.
+pub fn apps_json(apps: &[(String, u64)]) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct App<'a> {
+        name: &'a str,
+        created_at: u64,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        apps: Vec<App<'a>>,
+    }
+    let apps = apps
+        .iter()
+        .map(|(name, created_at)| App {
+            name,
+            created_at: *created_at,
+        })
+        .collect();
+    serde_json::to_string(&Body { apps }).unwrap_or_default()
+}
+
 /// What an admin request asks for; every name passed the name rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
@@ -156,6 +198,20 @@ pub enum Route<'a> {
     Rotate {
         account: &'a str,
         device: &'a str,
+    },
+    DeleteDevice {
+        account: &'a str,
+        device: &'a str,
+    },
+    CreateApp {
+        account: &'a str,
+    },
+    ListApps {
+        account: &'a str,
+    },
+    DeleteApp {
+        account: &'a str,
+        name: &'a str,
     },
 }
 
@@ -246,6 +302,29 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, RouteError> {
                 device: name("device", d)?,
             })
         }
+        [a, "devices", d] => {
+            allow("DELETE")?;
+            Ok(Route::DeleteDevice {
+                account: name("account", a)?,
+                device: name("device", d)?,
+            })
+        }
+        [a, "apps"] => {
+            allow("GET, POST")?;
+            let account = name("account", a)?;
+            Ok(if method == "GET" {
+                Route::ListApps { account }
+            } else {
+                Route::CreateApp { account }
+            })
+        }
+        [a, "apps", n] => {
+            allow("DELETE")?;
+            Ok(Route::DeleteApp {
+                account: name("account", a)?,
+                name: name("name", n)?,
+            })
+        }
         _ => Err(RouteError::NotFound),
     }
 }
@@ -312,6 +391,136 @@ mod tests {
                 device: "d"
             })
         );
+        assert_eq!(
+            route("DELETE", "/v3/accounts/a/devices/dev-1"),
+            Ok(Route::DeleteDevice {
+                account: "a",
+                device: "dev-1"
+            })
+        );
+        assert_eq!(
+            route("POST", "/v3/accounts/a/apps"),
+            Ok(Route::CreateApp { account: "a" })
+        );
+        assert_eq!(
+            route("GET", "/v3/accounts/a/apps"),
+            Ok(Route::ListApps { account: "a" })
+        );
+        assert_eq!(
+            route("DELETE", "/v3/accounts/a/apps/backend.v2"),
+            Ok(Route::DeleteApp {
+                account: "a",
+                name: "backend.v2"
+            })
+        );
+    }
+
+    #[test]
+    fn device_and_app_route_refusals() {
+        for method in ["GET", "PUT", "POST", "PATCH"] {
+            assert_eq!(
+                route(method, "/v3/accounts/a/devices/d"),
+                Err(RouteError::Method("DELETE")),
+                "{method}"
+            );
+            assert_eq!(
+                route(method, "/v3/accounts/a/apps/x"),
+                Err(RouteError::Method("DELETE")),
+                "{method}"
+            );
+        }
+        for method in ["PUT", "DELETE", "PATCH", "get"] {
+            assert_eq!(
+                route(method, "/v3/accounts/a/apps"),
+                Err(RouteError::Method("GET, POST")),
+                "{method}"
+            );
+        }
+        // The method is checked before the names, as on every other route.
+        assert_eq!(
+            route("GET", "/v3/accounts/a b/devices/d"),
+            Err(RouteError::Method("DELETE"))
+        );
+        assert_eq!(
+            route("DELETE", "/v3/accounts/a/devices/d%2D1"),
+            bad("device")
+        );
+        assert_eq!(route("DELETE", "/v3/accounts/a/devices/"), bad("device"));
+        assert_eq!(route("DELETE", "/v3/accounts//devices/d"), bad("account"));
+        assert_eq!(route("POST", "/v3/accounts/a+b/apps"), bad("account"));
+        assert_eq!(route("GET", "/v3/accounts//apps"), bad("account"));
+        assert_eq!(route("DELETE", "/v3/accounts/a/apps/"), bad("name"));
+        let long = format!("/v3/accounts/a/apps/{}", "n".repeat(65));
+        assert_eq!(route("DELETE", &long), bad("name"));
+        let max = format!("/v3/accounts/a/apps/{}", "n".repeat(64));
+        assert!(route("DELETE", &max).is_ok());
+        for path in [
+            "/v3/accounts/a/apps/x/y",
+            "/v3/accounts/a/apps/x/",
+            "/v3/accounts/a/app",
+            "/v3/accounts/a/devices/d/",
+            "/v3/accounts/a/devices",
+        ] {
+            assert_eq!(route("DELETE", path), Err(RouteError::NotFound), "{path}");
+        }
+    }
+
+    #[test]
+    fn app_bodies() {
+        assert_eq!(app_name(br#"{"name":"backend"}"#).as_deref(), Ok("backend"));
+        assert_eq!(
+            app_name(b" {\n \"name\" : \"a.b_c-9\" }\n").as_deref(),
+            Ok("a.b_c-9")
+        );
+        let max = format!(r#"{{"name":"{}"}}"#, "n".repeat(64));
+        assert_eq!(app_name(max.as_bytes()), Ok("n".repeat(64)));
+        let refused = |body: &[u8], field: &str, problem: &'static str| {
+            assert_eq!(
+                app_name(body),
+                Err(Bad::new(field, problem)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        };
+        let not_a_name = "not a name [A-Za-z0-9._-]{1,64}";
+        refused(b"", "body", "not JSON");
+        refused(b"{", "body", "not JSON");
+        refused(b"[\"backend\"]", "body", "not a JSON object");
+        refused(b"\"backend\"", "body", "not a JSON object");
+        refused(b"{}", "name", "missing");
+        refused(br#"{"name":null}"#, "name", "missing");
+        refused(br#"{"name":"a","name":"b"}"#, "name", "appears twice");
+        refused(br#"{"name":"a","extra":1}"#, "extra", "unknown field");
+        refused(br#"{"Name":"a"}"#, "Name", "unknown field");
+        refused(br#"{"name":"a","a b":1}"#, "(unnamed)", "unknown field");
+        refused(br#"{"name":42}"#, "name", "not a string");
+        refused(br#"{"name":["a"]}"#, "name", "not a string");
+        refused(br#"{"name":""}"#, "name", not_a_name);
+        refused(br#"{"name":"a b"}"#, "name", not_a_name);
+        refused(br#"{"name":"a/b"}"#, "name", not_a_name);
+        refused(br#"{"name":"caf\u00e9"}"#, "name", not_a_name);
+        let long = format!(r#"{{"name":"{}"}}"#, "n".repeat(65));
+        refused(long.as_bytes(), "name", not_a_name);
+        // The size bound comes first, whatever the body holds.
+        let padded = format!(r#"{{"name":"a"{}}}"#, " ".repeat(APP_BODY_MAX - 12));
+        assert_eq!(padded.len(), APP_BODY_MAX);
+        assert_eq!(app_name(padded.as_bytes()).as_deref(), Ok("a"));
+        let over = format!(r#"{{"name":"a"{}}}"#, " ".repeat(APP_BODY_MAX - 11));
+        refused(over.as_bytes(), "body", "longer than 1024 bytes");
+        refused(&[b'x'; 4096], "body", "longer than 1024 bytes");
+    }
+
+    #[test]
+    fn app_lists() {
+        let apps = vec![
+            ("backend".to_owned(), 1_733_000_000),
+            ("a\"b".to_owned(), 0),
+        ];
+        assert_eq!(
+            apps_json(&apps),
+            r#"{"apps":[{"name":"backend","createdAt":1733000000},{"name":"a\"b","createdAt":0}]}"#
+        );
+        assert_eq!(apps_json(&[]), r#"{"apps":[]}"#);
     }
 
     #[test]
@@ -341,7 +550,7 @@ mod tests {
             "/v3/accounts/a",
             "/v3/accounts/a/",
             "/v3/accounts/a/profiles/p/x",
-            "/v3/accounts/a/devices/d",
+            "/v3/accounts/a/devices",
             "/v3/sys/security/psk",
             "/v3/accounts/a/b/expiration",
         ] {

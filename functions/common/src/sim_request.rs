@@ -6,6 +6,8 @@ use crate::rules::{iccid_names_sim, is_name};
 
 const DEVICE_PREFIX: &str = "/v1/dev/";
 const DATA_SUFFIX: &str = "/data";
+/// Pod Group's SIM tools send data as `POST /v1/data/{DEVICE_ID}`.
+const DATA_PREFIX: &str = "/v1/data/";
 
 /// Why a SIM request is answered 404. The code rides along as `{"err":"code"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +69,7 @@ pub enum Action {
     Create,
     /// GET: `profile` is ignored, `config` is honoured.
     Fetch,
-    /// POST `/v1/dev/{DEVICE_ID}/data`: neither is read.
+    /// POST `/v1/dev/{DEVICE_ID}/data` or `/v1/data/{DEVICE_ID}`: neither is read.
     Data,
 }
 
@@ -86,17 +88,25 @@ pub struct DeviceRequest<'a> {
     pub config: Option<&'a str>,
 }
 
-/// Checks `/v1/dev/{DEVICE_ID}[/data]?iccid=…[&profile=…|&config=…]` on the raw path and query.
+/// Checks `/v1/dev/{DEVICE_ID}[/data]?iccid=…[&profile=…|&config=…]` (or, for data,
+/// `/v1/data/{DEVICE_ID}?iccid=…`) on the raw path and query.
 pub fn device_request<'a>(
     path: &'a str,
     query: Option<&'a str>,
     caller: Caller<'_>,
     action: Action,
 ) -> Result<DeviceRequest<'a>, Refusal> {
-    let rest = path.strip_prefix(DEVICE_PREFIX).ok_or(Refusal::NoRoute)?;
     let device_id = match action {
-        Action::Data => rest.strip_suffix(DATA_SUFFIX).ok_or(Refusal::NoRoute)?,
-        Action::Create | Action::Fetch => rest,
+        Action::Data => match path.strip_prefix(DATA_PREFIX) {
+            Some(id) => id,
+            None => path
+                .strip_prefix(DEVICE_PREFIX)
+                .and_then(|rest| rest.strip_suffix(DATA_SUFFIX))
+                .ok_or(Refusal::NoRoute)?,
+        },
+        Action::Create | Action::Fetch => {
+            path.strip_prefix(DEVICE_PREFIX).ok_or(Refusal::NoRoute)?
+        }
     };
     if !is_name(device_id) {
         return Err(Refusal::BadName);
@@ -357,6 +367,97 @@ mod tests {
             check("/v1/dev/d/data", q, DIGITS, Action::Create),
             Err(Refusal::BadName)
         );
+    }
+
+    #[test]
+    fn pod_group_data_route() {
+        let q = "iccid=049305930495403";
+        let ok = device_request("/v1/data/dev-1", Some(q), DIGITS, Action::Data);
+        assert_eq!(
+            ok,
+            Ok(DeviceRequest {
+                device_id: "dev-1",
+                profile: None,
+                config: None
+            })
+        );
+        // Both shapes name the same device the same way.
+        assert_eq!(
+            device_request("/v1/data/d.1_x", Some(q), DIGITS, Action::Data),
+            device_request("/v1/dev/d.1_x/data", Some(q), DIGITS, Action::Data)
+        );
+        let max = format!("/v1/data/{}", "d".repeat(64));
+        assert_eq!(check(&max, q, DIGITS, Action::Data), Ok(()));
+        // Pod Group's tools name a BCD SIM by its identity hex, in either case.
+        for q in [
+            "iccid=984405520000000000f5",
+            "iccid=984405520000000000F5",
+            "iccid=8944502500000000005",
+        ] {
+            assert_eq!(check("/v1/data/d", q, BCD, Action::Data), Ok(()), "{q}");
+        }
+        assert_eq!(
+            check(
+                "/v1/data/d",
+                &format!("{q}&profile=a%20b&config=%%"),
+                DIGITS,
+                Action::Data
+            ),
+            Ok(())
+        );
+        let long = format!("/v1/data/{}", "d".repeat(65));
+        for bad in [
+            "/v1/data/",
+            "/v1/data/x/y",
+            "/v1/data/d/",
+            "/v1/data//d",
+            "/v1/data/d%41",
+            "/v1/data/a b",
+            "/v1/data/d/data",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                check(bad, q, DIGITS, Action::Data),
+                Err(Refusal::BadName),
+                "{bad}"
+            );
+        }
+        for other in ["/v1/data", "/v1/datas/d", "/v2/data/d", "/v1/Data/d"] {
+            assert_eq!(
+                check(other, q, DIGITS, Action::Data),
+                Err(Refusal::NoRoute),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            device_request("/v1/data/d", None, DIGITS, Action::Data),
+            Err(Refusal::IccidMissing)
+        );
+        assert_eq!(
+            check("/v1/data/d", "iccid=049305930495404", DIGITS, Action::Data),
+            Err(Refusal::IccidMismatch)
+        );
+        assert_eq!(
+            check(
+                "/v1/data/d",
+                "iccid=984405520000000000f6",
+                BCD,
+                Action::Data
+            ),
+            Err(Refusal::IccidMismatch)
+        );
+        assert_eq!(
+            check("/v1/data/d", &format!("{q}&{q}"), DIGITS, Action::Data),
+            Err(Refusal::BadQuery)
+        );
+        // Only the data route has this shape.
+        for action in [Action::Create, Action::Fetch] {
+            assert_eq!(
+                check("/v1/data/d", q, DIGITS, action),
+                Err(Refusal::NoRoute),
+                "{action:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! device-data: `POST /v1/dev/{DEVICE_ID}/data?iccid=…` publishes the SIM's JSON on its device's sensor topic.
+//! device-data: `POST /v1/dev/{DEVICE_ID}/data?iccid=…` (or Pod Group's `POST /v1/data/{DEVICE_ID}?iccid=…`) publishes the SIM's JSON on its device's sensor topic.
 
 use common::http::reply;
 use common::sim::{self, Error, Level, log, registry};

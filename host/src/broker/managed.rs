@@ -1,25 +1,27 @@
-//! A Mosquitto the platform starts and stops itself: config, dynsec.json and admin password under one directory, on a loopback port remembered there.
+//! A Mosquitto the platform starts and stops itself, with the psk-edge plugin asking this node: config and broker key under one directory, on a loopback port remembered there.
 //!
 //! Layout of the directory:
 //! - `mosquitto.conf`: written on every start (edits are overwritten);
-//! - `admin.secret`: the dynsec admin's password (0600, never logged);
-//! - `state/dynsec.json`: the plugin's clients, roles and salted hashes;
+//! - `broker.key`: the key the plugin presents to the node (0600, never logged);
 //! - `port`, `mosquitto.pid`: the port to reuse and the running broker.
 //!
-//! Who the broker runs as: started by an unprivileged user, Mosquitto stays that user
-//! and owns nothing special. Started by root, Mosquitto drops to the user `mosquitto`
-//! after reading its config and the plugin's file, then rewrites that file on every
-//! change as `mosquitto`. A broker parsing device traffic should not run as root, so
-//! `state/` is given to `mosquitto`, the directory is made traversable by its group
-//! (0710) and the admin password stays root's. If `mosquitto` cannot reach the
-//! directory (a 0700 parent, no such user), the broker runs as root with a warning
-//! rather than silently losing every change.
+//! The broker keeps no state of its own (`persistence false`, no per-device
+//! anything): every question goes to the node, so a restart needs nothing pushed.
+//!
+//! - `libpsk_edge_mosquitto.so`: a copy of the plugin, loaded from here.
+//!
+//! Who the broker runs as: started by an unprivileged user, Mosquitto stays that
+//! user. Started by root, it drops to the user `mosquitto` (a broker parsing device
+//! traffic should not run as root) before it loads the plugin, so the directory,
+//! the plugin copy and the key are given to that user's group (0710, 0750, 0640). If
+//! `mosquitto` cannot reach the directory (a 0700 parent, no such user), the broker
+//! runs as root with a warning.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -27,15 +29,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use zeroize::Zeroizing;
 
-use super::{BrokerUrl, random_hex};
+use super::BrokerUrl;
 
-const ADMIN_USER: &str = "psk-edge-admin";
 const BROKER_USER: &str = "mosquitto";
-const PLUGIN_FILE: &str = "mosquitto_dynamic_security.so";
+/// What `cargo build` names the plugin of this workspace.
+pub const PLUGIN_FILE: &str = "libpsk_edge_mosquitto.so";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const START_ATTEMPTS: usize = 3;
@@ -45,72 +46,116 @@ const LOG_TAIL: usize = 30;
 pub struct ManagedMosquitto {
     child: Option<Child>,
     port: u16,
-    url: BrokerUrl,
     dir: PathBuf,
+}
+
+/// How a managed broker reaches its node.
+pub struct PluginSetup<'a> {
+    /// The plugin file (`libpsk_edge_mosquitto.so`).
+    pub plugin: &'a Path,
+    /// The node's broker endpoint, `http://127.0.0.1:PORT`.
+    pub node_url: &'a str,
+    pub broker_key: &'a str,
 }
 
 #[derive(Clone, Copy)]
 enum RunAs {
     /// Not root: Mosquitto keeps our user.
     Current,
-    /// Root: Mosquitto drops to this unprivileged user.
-    Unprivileged { uid: u32, gid: u32 },
-    /// Root, and the unprivileged user could not write the state.
+    /// Root: Mosquitto drops to the unprivileged user (of this group) before it
+    /// loads the plugin.
+    Unprivileged { gid: u32 },
+    /// Root, and no unprivileged user that could reach the directory.
     Root,
 }
 
 impl ManagedMosquitto {
-    /// Is Mosquitto with the dynamic-security plugin installed here?
+    /// Is Mosquitto installed here?
     pub fn available() -> bool {
-        Self::tools().is_ok()
+        find_program("mosquitto").is_some()
     }
 
-    /// Starts Mosquitto with its own config and dynsec.json under `dir`, on a free
-    /// loopback port that is kept in `dir/port` and reused while it stays free.
-    /// Returns once the port accepts connections.
-    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let tools = Self::tools()?;
-        if dir.to_string_lossy().chars().any(char::is_whitespace) {
-            // Mosquitto's config format splits values at spaces.
+    /// The plugin built beside this executable (cargo puts both in one directory), if any.
+    pub fn plugin_beside_executable() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let dir = exe.parent()?;
+        // Test binaries run from `deps/`, one level below.
+        [dir.to_path_buf(), dir.parent()?.to_path_buf()]
+            .into_iter()
+            .map(|d| d.join(PLUGIN_FILE))
+            .find(|p| p.is_file())
+    }
+
+    /// Starts Mosquitto with its own config under `dir`, the plugin asking the node
+    /// at `setup.node_url`, on a free loopback port that is kept in `dir/port` and
+    /// reused while it stays free. Returns once the port accepts connections.
+    pub async fn start(dir: &Path, setup: &PluginSetup<'_>) -> anyhow::Result<Self> {
+        let mosquitto = find_program("mosquitto")
+            .context("mosquitto is not installed (Debian package `mosquitto`)")?;
+        if !setup.plugin.is_file() {
             bail!(
-                "the broker directory {} must not contain whitespace",
-                dir.display()
+                "the broker plugin {} does not exist (cargo build -p psk-edge-mosquitto)",
+                setup.plugin.display()
             );
+        }
+        for path in [dir, setup.plugin] {
+            if path.to_string_lossy().chars().any(char::is_whitespace) {
+                // Mosquitto's config format splits values at spaces.
+                bail!("{} must not contain whitespace", path.display());
+            }
         }
         create_dir(dir, 0o700)?;
         let dir = dir
             .canonicalize()
             .with_context(|| format!("resolving {}", dir.display()))?;
         stop_stale(&dir).await;
-
-        let run_as = decide_run_as(&dir);
-        let state = dir.join("state");
-        create_dir(&state, 0o700)?;
-        let password = admin_password(&dir)?;
-        let dynsec_file = state.join("dynsec.json");
-        if !dynsec_file.exists() {
-            init_dynsec(&tools.ctrl, &dynsec_file, &password).await?;
-        }
-        set_mode(&dynsec_file, 0o600)?;
-        if let RunAs::Unprivileged { uid, gid } = run_as {
-            for path in [&state, &dynsec_file] {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                    .with_context(|| format!("giving {} to {BROKER_USER}", path.display()))?;
+        // What a broker of an earlier version kept here holds hashes of device passwords.
+        for stale in ["state", "admin.secret"] {
+            let path = dir.join(stale);
+            if path.exists() {
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("removing {}", path.display()))?;
             }
-            std::os::unix::fs::chown(&dir, None, Some(gid))
-                .with_context(|| format!("letting {BROKER_USER} into {}", dir.display()))?;
-            set_mode(&dir, 0o710)?;
+        }
+        let run_as = decide_run_as(&dir);
+        let key_file = dir.join("broker.key");
+        // Mosquitto 2.0 drops its privileges before it loads plugins: the plugin and
+        // the key must be readable by the user it becomes, so the plugin is copied in
+        // beside the key and both are given to that user's group.
+        let plugin = dir.join(PLUGIN_FILE);
+        let copied = plugin.with_extension("so.tmp");
+        std::fs::copy(setup.plugin, &copied).with_context(|| {
+            format!("copying {} into {}", setup.plugin.display(), dir.display())
+        })?;
+        std::fs::rename(&copied, &plugin)
+            .with_context(|| format!("renaming {} into place", copied.display()))?;
+        write_file(&key_file, setup.broker_key.as_bytes(), 0o600)?;
+        if let RunAs::Unprivileged { gid } = run_as {
+            for (path, mode) in [(&dir, 0o710), (&key_file, 0o640), (&plugin, 0o750)] {
+                std::os::unix::fs::chown(path, None, Some(gid))
+                    .with_context(|| format!("letting {BROKER_USER} read {}", path.display()))?;
+                set_mode(path, mode)?;
+            }
         } else {
             set_mode(&dir, 0o700)?;
+            set_mode(&plugin, 0o700)?;
         }
+        let setup = &PluginSetup {
+            plugin: &plugin,
+            ..*setup
+        };
 
         let mut avoid = None;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = choose_port(&dir, avoid)?;
             let config = dir.join("mosquitto.conf");
-            write_config(&config, port, &tools.plugin, &dynsec_file, run_as)?;
-            match spawn(&tools.mosquitto, &config, port).await {
+            write_config(&config, port, setup, &key_file, run_as)?;
+            match spawn(&mosquitto, &config, port).await {
                 Ok(child) => {
                     write_file(
                         &dir.join("mosquitto.pid"),
@@ -121,12 +166,9 @@ impl ManagedMosquitto {
                         "managed broker listening on 127.0.0.1:{port} (directory {})",
                         dir.display()
                     );
-                    let url =
-                        BrokerUrl::new(Ipv4Addr::LOCALHOST.to_string(), port, ADMIN_USER, password);
                     return Ok(ManagedMosquitto {
                         child: Some(child),
                         port,
-                        url,
                         dir,
                     });
                 }
@@ -141,9 +183,9 @@ impl ManagedMosquitto {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the broker did not start")))
     }
 
-    /// The admin URL to give `DynSec::connect`.
+    /// Where the platform's own connection goes.
     pub fn url(&self) -> BrokerUrl {
-        self.url.clone()
+        BrokerUrl::new(Ipv4Addr::LOCALHOST.to_string(), self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -174,20 +216,6 @@ impl ManagedMosquitto {
         let _ = std::fs::remove_file(self.dir.join("mosquitto.pid"));
         tracing::info!("managed broker on port {} stopped", self.port);
     }
-
-    fn tools() -> anyhow::Result<Tools> {
-        let mosquitto = find_program("mosquitto")
-            .context("mosquitto is not installed (Debian package `mosquitto`)")?;
-        let ctrl = find_program("mosquitto_ctrl")
-            .context("mosquitto_ctrl is not installed (Debian package `mosquitto`)")?;
-        let plugin = find_plugin()
-            .context("the dynamic-security plugin is not installed (Debian package `mosquitto`)")?;
-        Ok(Tools {
-            mosquitto,
-            ctrl,
-            plugin,
-        })
-    }
 }
 
 impl Drop for ManagedMosquitto {
@@ -196,12 +224,6 @@ impl Drop for ManagedMosquitto {
             let _ = child.start_kill();
         }
     }
-}
-
-struct Tools {
-    mosquitto: PathBuf,
-    ctrl: PathBuf,
-    plugin: PathBuf,
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -214,19 +236,6 @@ fn find_program(name: &str) -> Option<PathBuf> {
             p.metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-}
-
-fn find_plugin() -> Option<PathBuf> {
-    let multiarch = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
-    [
-        multiarch.as_str(),
-        "/usr/lib",
-        "/usr/lib64",
-        "/usr/local/lib",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join(PLUGIN_FILE))
-    .find(|p| p.is_file())
 }
 
 fn create_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
@@ -260,72 +269,6 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
-}
-
-fn admin_password(dir: &Path) -> anyhow::Result<Zeroizing<String>> {
-    let path = dir.join("admin.secret");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let text = Zeroizing::new(text);
-            let password = text.trim();
-            if password.is_empty() {
-                bail!("{} is empty", path.display());
-            }
-            Ok(Zeroizing::new(password.to_owned()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if dir.join("state/dynsec.json").exists() {
-                bail!(
-                    "{} is missing while state/dynsec.json exists: its admin password is lost; \
-                     remove state/dynsec.json to start over (devices are provisioned again)",
-                    path.display()
-                );
-            }
-            let password = Zeroizing::new(
-                random_hex(24).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?,
-            );
-            write_file(&path, password.as_bytes(), 0o600)?;
-            Ok(password)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-/// `mosquitto_ctrl dynsec init`, with the password on stdin so it never shows in a process list.
-async fn init_dynsec(ctrl: &Path, file: &Path, password: &str) -> anyhow::Result<()> {
-    let fresh = file.with_extension("json.init");
-    let _ = std::fs::remove_file(&fresh);
-    let mut child = Command::new(ctrl)
-        .args(["dynsec", "init"])
-        .arg(&fresh)
-        .arg(ADMIN_USER)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("running {}", ctrl.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // It asks twice: new password, then again to confirm.
-        let input = Zeroizing::new(format!("{password}\n{password}\n"));
-        stdin
-            .write_all(input.as_bytes())
-            .await
-            .context("giving mosquitto_ctrl the admin password")?;
-    }
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .context("mosquitto_ctrl dynsec init did not finish")??;
-    if !output.status.success() || !fresh.is_file() {
-        bail!(
-            "mosquitto_ctrl dynsec init failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    set_mode(&fresh, 0o600)?;
-    std::fs::rename(&fresh, file)
-        .with_context(|| format!("renaming {} into place", fresh.display()))
 }
 
 fn euid() -> u32 {
@@ -384,10 +327,11 @@ fn decide_run_as(dir: &Path) -> RunAs {
         );
         return RunAs::Root;
     }
-    RunAs::Unprivileged { uid, gid }
+    RunAs::Unprivileged { gid }
 }
 
 fn traversable(dir: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let Ok(meta) = dir.metadata() else {
         return false;
     };
@@ -421,8 +365,8 @@ fn port_free(port: u16) -> bool {
 fn write_config(
     path: &Path,
     port: u16,
-    plugin: &Path,
-    dynsec_file: &Path,
+    setup: &PluginSetup<'_>,
+    key_file: &Path,
     run_as: RunAs,
 ) -> anyhow::Result<()> {
     let user = match run_as {
@@ -430,31 +374,30 @@ fn write_config(
         RunAs::Unprivileged { .. } => format!("user {BROKER_USER}\n"),
         RunAs::Root => "user root\n".into(),
     };
-    let mode = match run_as {
-        // A reload (SIGHUP) reads the config again after the privilege drop.
-        RunAs::Unprivileged { .. } => 0o640,
-        RunAs::Current | RunAs::Root => 0o600,
-    };
     let config = format!(
         "# Written by psk-edge on every start: changes here are overwritten.\n\
          per_listener_settings false\n\
          allow_anonymous false\n\
-         # Without it every $CONTROL round trip waits ~50 ms for Nagle.\n\
+         # The platform's own connection carries revocations: no Nagle delay on them.\n\
          set_tcp_nodelay true\n\
          persistence false\n\
          log_dest stderr\n\
          log_timestamp false\n\
          {user}\
          plugin {}\n\
-         plugin_opt_config_file {}\n\
+         plugin_opt_url {}\n\
+         plugin_opt_key_file {}\n\
          listener {port} 127.0.0.1\n",
-        plugin.display(),
-        dynsec_file.display(),
+        setup.plugin.display(),
+        setup.node_url,
+        key_file.display(),
     );
-    write_file(path, config.as_bytes(), mode)?;
-    if let RunAs::Unprivileged { gid, .. } = run_as {
+    write_file(path, config.as_bytes(), 0o600)?;
+    if let RunAs::Unprivileged { gid } = run_as {
+        // A reload (SIGHUP) reads the config again after the privilege drop.
         std::os::unix::fs::chown(path, None, Some(gid))
             .with_context(|| format!("letting {BROKER_USER} read {}", path.display()))?;
+        set_mode(path, 0o640)?;
     }
     Ok(())
 }
@@ -523,7 +466,7 @@ async fn spawn(mosquitto: &Path, config: &Path, port: u16) -> Result<Child, Star
     }
 }
 
-/// Mosquitto's log into ours. Its dynsec lines show usernames, never passwords.
+/// Mosquitto's log into ours. Neither it nor the plugin logs a password.
 async fn forward_log(
     stderr: tokio::process::ChildStderr,
     port: u16,
@@ -531,9 +474,7 @@ async fn forward_log(
 ) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("Error saving Dynamic security plugin config") {
-            tracing::error!(target: "mosquitto", port, "{line} (changes to devices are not being saved)");
-        } else if line.starts_with("Error") {
+        if line.starts_with("Error") {
             tracing::error!(target: "mosquitto", port, "{line}");
         } else if line.starts_with("Warning") {
             tracing::warn!(target: "mosquitto", port, "{line}");

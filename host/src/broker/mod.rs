@@ -1,153 +1,67 @@
-//! The MQTT broker side of device credentials: what a device may do at the broker, the `Broker` interface, and its Mosquitto implementations.
+//! The MQTT broker side of credentials: the broker asks the platform who a client is and what it may do, and the platform tells the broker what stopped working.
 //!
-//! The platform hands every device an MQTT client id, username and password; they
-//! must work at a real broker, limited to the device's own topics. Today that broker
-//! is Mosquitto with its dynamic-security plugin ([`DynSec`]), optionally started and
-//! stopped by the platform itself ([`ManagedMosquitto`]). The plugin rewrites its whole
-//! JSON file on every change, which is fine for thousands of devices and not for
-//! millions, so callers only see the [`Broker`] trait and a scalable auth path can
-//! replace it later.
+//! Nothing is provisioned per device. A broker (Mosquitto with this workspace's
+//! plugin, or EMQX/VerneMQ with their HTTP authenticators) asks a node over HTTP
+//! ([`endpoint`]); [`authority`] decides from the store, with one answer shape
+//! (`broker-policy`) for every broker. The node keeps one MQTT connection to its
+//! broker as the platform ([`client`]) to publish data on devices' behalf and to
+//! send revocations on `$CONTROL/psk-edge/v1` ([`revocations`]), which the plugin
+//! turns into dropped cache entries and kicked sessions. [`ManagedMosquitto`] is the
+//! broker `up` starts itself.
 
-mod dynsec;
-mod managed;
-#[cfg(test)]
-mod tests;
+pub mod authority;
+pub mod client;
+pub mod endpoint;
+pub mod managed;
+pub mod revocations;
 
 use std::fmt;
 use std::str::FromStr;
 
-use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use zeroize::Zeroizing;
 
-pub use dynsec::DynSec;
+pub use client::BrokerClient;
 pub use managed::ManagedMosquitto;
 
-/// What one device may do at the broker.
-///
-/// Device ids are unique only within an account while the broker's topics, client
-/// ids and usernames are global, so topics carry the account and the platform makes
-/// `client_id` and `username` unique broker-wide.
-#[derive(Clone)]
-pub struct DeviceAccess {
-    pub client_id: String,
-    pub username: String,
-    pub password: Zeroizing<String>,
-    /// Topics the device may publish on (exact names, no wildcards).
-    pub publish: Vec<String>,
-    /// Topics the device may subscribe to and receive from (exact names, no wildcards).
-    pub subscribe: Vec<String>,
-}
-
-impl DeviceAccess {
-    /// Checks what the broker would otherwise take the wrong way: a wildcard in a
-    /// topic would widen the grant, an empty name would address nobody.
-    pub fn validate(&self) -> Result<(), BrokerError> {
-        check_name("client id", &self.client_id)?;
-        check_name("username", &self.username)?;
-        if self.password.is_empty() || self.password.contains('\0') {
-            return Err(BrokerError::Invalid(
-                "the password is empty or contains NUL".into(),
-            ));
-        }
-        for topic in self.publish.iter().chain(&self.subscribe) {
-            check_topic(topic)?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for DeviceAccess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceAccess")
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &"***")
-            .field("publish", &self.publish)
-            .field("subscribe", &self.subscribe)
-            .finish()
-    }
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), BrokerError> {
-    // MQTT strings are at most 65535 bytes; the platform's names are far shorter.
-    if name.is_empty() || name.len() > 1024 || name.chars().any(char::is_control) {
-        return Err(BrokerError::Invalid(format!(
-            "{what} {name:?} is empty, too long or has control characters"
-        )));
-    }
-    Ok(())
-}
-
-/// An exact topic name: what a device is granted must never match more than itself.
-pub(crate) fn check_topic(topic: &str) -> Result<(), BrokerError> {
-    if topic.is_empty()
-        || topic.len() > 4096
-        || topic.starts_with('$')
-        || topic.contains(['+', '#'])
-        || topic.chars().any(char::is_control)
-    {
-        return Err(BrokerError::Invalid(format!(
-            "{topic:?} is not an exact topic name"
-        )));
-    }
-    Ok(())
-}
+/// The platform's own broker username: every topic, `$CONTROL` included.
+pub const PLATFORM_USER: &str = "psk-edge";
+/// What the platform's broker password is derived from (see `Sealer::derive`): every
+/// node of a deployment computes the same one, and no broker file holds it.
+pub const PLATFORM_PASSWORD_LABEL: &str = "psk-edge mqtt platform password";
+/// What the broker key is derived from: the bearer token a broker presents to ask.
+pub const BROKER_KEY_LABEL: &str = "psk-edge broker key";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     /// Not connected, connection lost or no answer in time: worth retrying later.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
-    /// The broker answered and said no (the plugin's error, a refused publish).
+    /// The broker answered and said no (a refused publish).
     #[error("broker refused: {0}")]
     Refused(String),
-    /// The request itself is wrong (a wildcard in a topic, the admin's username): retrying won't help.
+    /// The request itself is wrong (a wildcard in a topic): retrying won't help.
     #[error("invalid broker request: {0}")]
     Invalid(String),
 }
 
-pub type BrokerFuture<'a, T> = BoxFuture<'a, Result<T, BrokerError>>;
-
-/// The broker behind a small interface, so a scalable auth path can replace dynsec later.
-pub trait Broker: Send + Sync {
-    /// Creates or updates the client (password, client id) and its own role with
-    /// exactly these ACLs. Idempotent. Updating a client disconnects its live sessions.
-    fn provision<'a>(&'a self, device: &'a DeviceAccess) -> BrokerFuture<'a, ()>;
-
-    /// Removes the client and its role, disconnecting live sessions; Ok if absent.
-    fn remove<'a>(&'a self, username: &'a str) -> BrokerFuture<'a, ()>;
-
-    /// Usernames of the clients this platform manages (for reconcile by difference).
-    fn managed_clients(&self) -> BrokerFuture<'_, Vec<String>>;
-
-    /// Publishes on behalf of the platform (QoS 1); Ok once the broker acknowledged it.
-    fn publish<'a>(&'a self, topic: &'a str, payload: Bytes) -> BrokerFuture<'a, ()>;
-}
-
-/// Where the broker is and who the platform is there: `mqtt://USER:PASSWORD@HOST:PORT`.
+/// Where the platform's broker is: `mqtt://HOST[:PORT]`, or with the credentials the
+/// platform presents there, `mqtt://USER:PASSWORD@HOST[:PORT]` (default: the platform
+/// user and its derived password, which a broker asking a node accepts).
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
     pub host: String,
     pub port: u16,
-    pub username: String,
-    pub password: Zeroizing<String>,
+    pub credentials: Option<(String, Zeroizing<String>)>,
 }
 
 impl BrokerUrl {
     pub const DEFAULT_PORT: u16 = 1883;
 
-    pub fn new(
-        host: impl Into<String>,
-        port: u16,
-        username: impl Into<String>,
-        password: Zeroizing<String>,
-    ) -> Self {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
         BrokerUrl {
             host: host.into(),
             port,
-            username: username.into(),
-            password,
+            credentials: None,
         }
     }
 }
@@ -160,7 +74,10 @@ impl fmt::Display for BrokerUrl {
         } else {
             self.host.clone()
         };
-        write!(f, "mqtt://{}:***@{}:{}", self.username, host, self.port)
+        match &self.credentials {
+            Some((user, _)) => write!(f, "mqtt://{user}:***@{host}:{}", self.port),
+            None => write!(f, "mqtt://{host}:{}", self.port),
+        }
     }
 }
 
@@ -171,7 +88,7 @@ impl fmt::Debug for BrokerUrl {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("not a broker URL (mqtt://USER:PASSWORD@HOST[:PORT]): {0}")]
+#[error("not a broker URL (mqtt://[USER:PASSWORD@]HOST[:PORT]): {0}")]
 pub struct BrokerUrlError(&'static str);
 
 impl FromStr for BrokerUrl {
@@ -184,21 +101,24 @@ impl FromStr for BrokerUrl {
             .ok_or(BrokerUrlError("the scheme must be mqtt://"))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         // The last '@' ends the credentials: a password with an unencoded '@' still parses.
-        let (userinfo, hostport) = rest
-            .rsplit_once('@')
-            .ok_or(BrokerUrlError("no USER:PASSWORD@"))?;
-        let (user, password) = userinfo
-            .split_once(':')
-            .ok_or(BrokerUrlError("no :PASSWORD after the user"))?;
-        let username =
-            percent_decode(user).ok_or(BrokerUrlError("bad percent-encoding in the user"))?;
-        let password = Zeroizing::new(
-            percent_decode(password)
-                .ok_or(BrokerUrlError("bad percent-encoding in the password"))?,
-        );
-        if username.is_empty() {
-            return Err(BrokerUrlError("empty user"));
-        }
+        let (credentials, hostport) = match rest.rsplit_once('@') {
+            None => (None, rest),
+            Some((userinfo, hostport)) => {
+                let (user, password) = userinfo
+                    .split_once(':')
+                    .ok_or(BrokerUrlError("no :PASSWORD after the user"))?;
+                let username = percent_decode(user)
+                    .ok_or(BrokerUrlError("bad percent-encoding in the user"))?;
+                let password = Zeroizing::new(
+                    percent_decode(password)
+                        .ok_or(BrokerUrlError("bad percent-encoding in the password"))?,
+                );
+                if username.is_empty() {
+                    return Err(BrokerUrlError("empty user"));
+                }
+                (Some((username, password)), hostport)
+            }
+        };
         let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
             let (host, after) = bracketed
                 .split_once(']')
@@ -224,17 +144,9 @@ impl FromStr for BrokerUrl {
         Ok(BrokerUrl {
             host: host.to_owned(),
             port,
-            username,
-            password,
+            credentials,
         })
     }
-}
-
-/// Hex of fresh random bytes from the OS.
-pub(crate) fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
-    let mut buf = Zeroizing::new(vec![0u8; bytes]);
-    getrandom::fill(&mut buf)?;
-    Ok(hex::encode(&*buf))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -254,4 +166,44 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(std::mem::take(&mut *out)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_url_parses_and_hides_the_password() {
+        let url: BrokerUrl = "mqtt://admin:s%40cret:x@broker.example:1884"
+            .parse()
+            .unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("broker.example", 1884));
+        let (user, password) = url.credentials.clone().unwrap();
+        assert_eq!((user.as_str(), password.as_str()), ("admin", "s@cret:x"));
+        assert_eq!(
+            format!("{url:?}"),
+            "BrokerUrl(mqtt://admin:***@broker.example:1884)"
+        );
+        assert_eq!(url.to_string(), "mqtt://admin:***@broker.example:1884");
+
+        let url: BrokerUrl = "mqtt://a:p@w@[::1]".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("::1", 1883));
+        assert_eq!(url.credentials.unwrap().1.as_str(), "p@w");
+
+        let url: BrokerUrl = "mqtt://127.0.0.1:4000".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 4000));
+        assert!(url.credentials.is_none());
+        assert_eq!(url.to_string(), "mqtt://127.0.0.1:4000");
+        for bad in [
+            "http://a:b@h:1",
+            "mqtt://a@h:1",
+            "mqtt://a:b@h:0",
+            "mqtt://a:b@h:x",
+            "mqtt://a:%zz@h",
+            "mqtt://:b@h",
+            "mqtt://",
+        ] {
+            assert!(bad.parse::<BrokerUrl>().is_err(), "{bad} parsed");
+        }
+    }
 }

@@ -1,18 +1,23 @@
 //! `accounts-admin`: an account's expiration strategy, device profiles, device config, on-demand rotation.
 
-use super::bindings::psk_edge::platform::accounts_admin::{Host, Profile};
+use super::bindings::psk_edge::platform::accounts_admin::{App, Host, Profile};
 use super::registry::unavailable;
-use super::{Caller, CapError, CapabilityCtx, WitExpiration};
+use super::{Caller, CapError, CapabilityCtx, Credentials, WitExpiration};
 use crate::identity::is_name;
-use crate::provisioning::password_context;
-use crate::secrets::random_token;
-use crate::store::{Expiration, ProfileRow};
+use crate::secrets::{
+    app_password_context, device_password_context as password_context, random_token,
+};
+use crate::store::{CreateAppError, Expiration, ProfileRow};
 
 const MAX_TOPICS: usize = 8;
 const MAX_TOPIC_LEN: usize = 200;
 const MAX_CONFIG: usize = 32;
 /// A config value must leave room for the credentials in a 250-byte SIM answer.
 const MAX_CONFIG_VALUE: usize = 200;
+/// Applications' broker names follow the devices' rules (see `registry`).
+const NAME_LEN: usize = 20;
+const PASSWORD_LEN: usize = 24;
+const CLASH_RETRIES: usize = 3;
 
 impl CapabilityCtx {
     /// Who may administer `account_id`: the operator any account, a tenant its own.
@@ -264,7 +269,146 @@ impl Host for CapabilityCtx {
                 device_id,
                 "password rotated on demand"
             );
-            platform.device_changed(&account_id, &device_id);
+            platform.revoked();
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn delete_device(
+        &mut self,
+        account_id: String,
+        device_id: String,
+    ) -> wasmtime::Result<Result<(), CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            if !is_name(&device_id) {
+                return Err(CapError::Invalid);
+            }
+            let platform = &self.platform;
+            found(
+                platform
+                    .store
+                    .delete_device(&account_id, &device_id)
+                    .await
+                    .map_err(|e| unavailable(&e))?,
+            )?;
+            tracing::info!(
+                account = account_id,
+                device_id,
+                caller = self.caller.label(),
+                "device deleted"
+            );
+            platform.revoked();
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn create_app(
+        &mut self,
+        account_id: String,
+        name: String,
+    ) -> wasmtime::Result<Result<Credentials, CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            if !is_name(&name) {
+                return Err(CapError::Invalid);
+            }
+            let platform = &self.platform;
+            for _ in 0..CLASH_RETRIES {
+                let client_id = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
+                let username = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
+                let password = random_token(PASSWORD_LEN).map_err(|e| unavailable(&e))?;
+                let sealed = platform
+                    .sealer
+                    .seal(
+                        &app_password_context(&account_id, &name),
+                        password.as_bytes(),
+                    )
+                    .map_err(|e| unavailable(&e))?;
+                match platform
+                    .store
+                    .create_app(&account_id, &name, &client_id, &username, &sealed)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(
+                            account = account_id,
+                            app = name,
+                            caller = self.caller.label(),
+                            "application credential created"
+                        );
+                        return Ok(Credentials {
+                            client_id,
+                            username,
+                            password,
+                        });
+                    }
+                    Err(CreateAppError::NameClash) => continue,
+                    Err(CreateAppError::Exists) => return Err(CapError::Conflict),
+                    Err(CreateAppError::NoAccount) => return Err(CapError::NotFound),
+                    Err(CreateAppError::Store(e)) => return Err(unavailable(&e)),
+                }
+            }
+            tracing::error!(
+                account = account_id,
+                "could not find a free broker client id for an application"
+            );
+            Err(CapError::Unavailable)
+        }
+        .await)
+    }
+
+    async fn list_apps(
+        &mut self,
+        account_id: String,
+    ) -> wasmtime::Result<Result<Vec<App>, CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            let apps = self
+                .platform
+                .store
+                .list_apps(&account_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .ok_or(CapError::NotFound)?;
+            Ok(apps
+                .into_iter()
+                .map(|app| App {
+                    name: app.name,
+                    created_at: u64::try_from(app.created_at).unwrap_or(0),
+                })
+                .collect())
+        }
+        .await)
+    }
+
+    async fn delete_app(
+        &mut self,
+        account_id: String,
+        name: String,
+    ) -> wasmtime::Result<Result<(), CapError>> {
+        Ok(async {
+            self.admin(&account_id)?;
+            if !is_name(&name) {
+                return Err(CapError::Invalid);
+            }
+            let platform = &self.platform;
+            found(
+                platform
+                    .store
+                    .delete_app(&account_id, &name)
+                    .await
+                    .map_err(|e| unavailable(&e))?,
+            )?;
+            tracing::info!(
+                account = account_id,
+                app = name,
+                caller = self.caller.label(),
+                "application credential deleted"
+            );
+            platform.revoked();
             Ok(())
         }
         .await)

@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::provisioning::Provisioner;
+use crate::broker::BrokerClient;
 use crate::psk_cache::PskCache;
 use crate::secrets::Sealer;
-use crate::store::Store;
+use crate::store::follow::Changes;
+use crate::store::{Counter, Store};
 
 pub use psk_admin::PskChange;
 pub use registry::Effect;
@@ -65,8 +66,12 @@ pub struct Platform {
     pub store: Store,
     pub sealer: Sealer,
     pub psks: Arc<PskCache>,
-    /// None without a broker (`--no-mqtt`, or no Mosquitto on this machine).
-    pub provisioner: Option<Arc<Provisioner>>,
+    /// The platform's connection to its broker, for data published on devices'
+    /// behalf; None without a broker (`--no-mqtt`, or no Mosquitto on this machine).
+    pub broker: Option<Arc<BrokerClient>>,
+    /// Wakes whoever follows each counter: local changes announce themselves here
+    /// at once, other nodes' through the database.
+    pub changes: Arc<Changes>,
     /// The store's PSK revision the cache holds; one sync at a time.
     psk_sync: tokio::sync::Mutex<i64>,
 }
@@ -76,22 +81,21 @@ impl Platform {
         store: Store,
         sealer: Sealer,
         psks: Arc<PskCache>,
-        provisioner: Option<Arc<Provisioner>>,
+        broker: Option<Arc<BrokerClient>>,
     ) -> Self {
         Platform {
             store,
             sealer,
             psks,
-            provisioner,
+            broker,
+            changes: Arc::default(),
             psk_sync: tokio::sync::Mutex::new(0),
         }
     }
 
-    /// Tells the broker about a device's new state, if there is a broker.
-    fn device_changed(&self, account_id: &str, device_id: &str) {
-        if let Some(provisioner) = &self.provisioner {
-            provisioner.device_changed(account_id, device_id);
-        }
+    /// A credential was revoked in the store: this node's broker hears of it now.
+    fn revoked(&self) {
+        self.changes.announce(Counter::Credentials);
     }
 }
 

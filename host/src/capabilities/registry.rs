@@ -7,8 +7,7 @@ use bytes::Bytes;
 use super::bindings::psk_edge::platform::registry::{DeviceInfo, Host, Sim};
 use super::{CapError, CapabilityCtx, Credentials, Platform, Seen, SimCaller, WitExpiration};
 use crate::identity::is_name;
-use crate::provisioning::password_context;
-use crate::secrets::random_token;
+use crate::secrets::{device_password_context as password_context, random_token};
 use crate::store::{
     Claim, CreateDeviceError, DeviceRow, Expiration, NewDevice, PreviousPassword, ProfileRow,
     now_ms,
@@ -219,19 +218,13 @@ impl Host for CapabilityCtx {
         let sim = self.sim()?;
         let platform = &self.platform;
         Ok(async {
-            platform.own_device(sim, &device_id).await?;
-            let Some(provisioner) = &platform.provisioner else {
+            let row = platform.own_device(sim, &device_id).await?;
+            let Some(broker) = &platform.broker else {
                 return Err(CapError::Unavailable);
             };
-            let device = platform
-                .store
-                .broker_device(&sim.account_id, &device_id)
-                .await
-                .map_err(|e| unavailable(&e))?
-                .ok_or(CapError::NotFound)?;
             // A device's first publish topic is its sensor topic (the profile's order).
-            let topic = device.publish.first().ok_or(CapError::Invalid)?;
-            provisioner
+            let topic = row.publish.first().ok_or(CapError::Invalid)?;
+            broker
                 .publish(topic, Bytes::from(payload))
                 .await
                 .map_err(|e| {
@@ -305,7 +298,6 @@ impl Platform {
                         profile,
                         "device created"
                     );
-                    self.device_changed(account_id, device_id);
                     return Ok(Credentials {
                         client_id,
                         username,
@@ -383,7 +375,8 @@ impl Platform {
         })
     }
 
-    /// The answers reached the SIM: the broker learns the passwords they carried.
+    /// The answers reached the SIM: the passwords they replaced were revoked with the
+    /// claim, and this node's broker hears of it now.
     pub fn commit(&self, effects: Vec<Effect>) {
         for Effect::Served {
             account_id,
@@ -393,7 +386,7 @@ impl Platform {
         {
             if claim.previous.is_some() {
                 tracing::info!(account = &*account_id, device_id, "password rotated");
-                self.device_changed(&account_id, &device_id);
+                self.revoked();
             }
         }
     }
@@ -407,9 +400,7 @@ impl Platform {
         } in effects
         {
             match self.store.undo_serve(&account_id, &device_id, &claim).await {
-                Ok(true) if claim.previous.is_some() => {
-                    self.device_changed(&account_id, &device_id);
-                }
+                Ok(true) if claim.previous.is_some() => self.revoked(),
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(
                     account = &*account_id,

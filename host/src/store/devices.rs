@@ -1,7 +1,6 @@
-//! Devices: creation from a resolved profile, credentials, password rotation and use, what the broker has, config properties.
+//! Devices: creation from a resolved profile, credentials, password rotation and use (each replaced password revoked with its change), config properties.
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::accounts::parse_expiration;
 use super::{Expiration, Store, StoreError, now, now_ms};
@@ -35,6 +34,8 @@ pub struct DeviceRow {
     pub revision: i64,
     /// The strategy in force: the device profile's, else the account's.
     pub expiration: Expiration,
+    /// Topics it may publish on; the first is its sensor topic.
+    pub publish: Vec<String>,
 }
 
 /// The password a rotation replaced, kept so a rotation whose answer never left can be undone.
@@ -50,19 +51,6 @@ pub struct Claim {
     pub served: i64,
     /// Some when this answer carries a fresh password.
     pub previous: Option<PreviousPassword>,
-}
-
-/// What the broker must know of a device, and which revision of it it has.
-pub struct BrokerDevice {
-    pub account_id: String,
-    pub device_id: String,
-    pub client_id: String,
-    pub username: String,
-    pub sealed_password: Vec<u8>,
-    pub publish: Vec<String>,
-    pub subscribe: Vec<String>,
-    pub revision: i64,
-    pub broker_revision: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,23 +69,6 @@ fn topics(text: &str) -> Vec<String> {
 
 fn topics_json(topics: &[String]) -> String {
     serde_json::Value::from(topics.to_vec()).to_string()
-}
-
-const BROKER_COLUMNS: &str = "SELECT account_id, device_id, client_id, username, password, publish, subscribe, \
-                              revision, broker_revision FROM devices";
-
-fn broker_device(row: &AnyRow) -> Result<BrokerDevice, sqlx::Error> {
-    Ok(BrokerDevice {
-        account_id: row.try_get(0)?,
-        device_id: row.try_get(1)?,
-        client_id: row.try_get(2)?,
-        username: row.try_get(3)?,
-        sealed_password: row.try_get(4)?,
-        publish: topics(row.try_get(5)?),
-        subscribe: topics(row.try_get(6)?),
-        revision: row.try_get(7)?,
-        broker_revision: row.try_get(8)?,
-    })
 }
 
 impl Store {
@@ -158,7 +129,7 @@ impl Store {
         let row = sqlx::query(
             // One round trip for everything a credential answer decides on.
             "SELECT d.iccid, d.client_id, d.username, d.password, d.profile, d.password_set_at,
-                    d.served, d.revision, COALESCE(p.expiration, a.expiration)
+                    d.served, d.revision, COALESCE(p.expiration, a.expiration), d.publish
              FROM devices d JOIN accounts a ON a.id = d.account_id
              LEFT JOIN profiles p ON p.account_id = d.account_id AND p.name = d.profile
              WHERE d.account_id = $1 AND d.device_id = $2",
@@ -178,6 +149,7 @@ impl Store {
                 served: row.try_get(6)?,
                 revision: row.try_get(7)?,
                 expiration: parse_expiration(row.try_get::<&str, _>(8)?)?,
+                publish: topics(row.try_get(9)?),
             })
         })
         .transpose()
@@ -217,12 +189,14 @@ impl Store {
                 previous: None,
             }));
         };
-        // The answer carrying the new password is its first use.
-        let new_revision: Option<i64> = sqlx::query_scalar(
+        // The answer carrying the new password is its first use; the old password is
+        // revoked with it, so every broker drops it.
+        let mut tx = self.pool.begin().await?;
+        let rotated = sqlx::query(
             "UPDATE devices SET password = $5, password_set_at = $6, served = 1, revision = revision + 1
              WHERE account_id = $1 AND device_id = $2 AND revision = $3
              AND ($4 IS NULL OR served = $4)
-             RETURNING revision",
+             RETURNING revision, username",
         )
         .bind(account_id)
         .bind(device_id)
@@ -230,9 +204,15 @@ impl Store {
         .bind(served)
         .bind(sealed)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(new_revision.map(|revision| Claim {
+        let Some(row) = rotated else {
+            return Ok(None);
+        };
+        let (revision, username): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        self.revoke(&mut tx, &username).await?;
+        tx.commit().await?;
+        Ok(Some(Claim {
             revision,
             served: 1,
             previous: Some(previous),
@@ -261,11 +241,14 @@ impl Store {
                 .execute(&self.pool)
                 .await?
             }
-            // Only while nothing else used the new password.
+            // Only while nothing else used the new password; the new one is revoked
+            // again (nobody should hold it, but a broker may have seen it).
             Some(previous) => {
-                sqlx::query(
+                let mut tx = self.pool.begin().await?;
+                let username: Option<String> = sqlx::query_scalar(
                     "UPDATE devices SET password = $5, password_set_at = $6, served = $7, revision = revision + 1
-                     WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4",
+                     WHERE account_id = $1 AND device_id = $2 AND revision = $3 AND served = $4
+                     RETURNING username",
                 )
                 .bind(account_id)
                 .bind(device_id)
@@ -274,15 +257,22 @@ impl Store {
                 .bind(&previous.sealed_password)
                 .bind(previous.password_set_at)
                 .bind(previous.served)
-                .execute(&self.pool)
-                .await?
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(username) = username else {
+                    return Ok(false);
+                };
+                self.revoke(&mut tx, &username).await?;
+                tx.commit().await?;
+                return Ok(true);
             }
         };
         Ok(done.rows_affected() == 1)
     }
 
     /// Replaces the password; `served` says how many answers carried it already.
-    /// Returns the device's new revision, None when the device does not exist.
+    /// Returns the device's new revision, None when the device does not exist. The
+    /// old password is revoked with it.
     pub async fn set_password(
         &self,
         account_id: &str,
@@ -290,58 +280,25 @@ impl Store {
         sealed_password: &[u8],
         served: i64,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
             "UPDATE devices SET password = $1, password_set_at = $2, served = $3, revision = revision + 1
-             WHERE account_id = $4 AND device_id = $5 RETURNING revision",
+             WHERE account_id = $4 AND device_id = $5 RETURNING revision, username",
         )
         .bind(sealed_password)
         .bind(now_ms())
         .bind(served)
         .bind(account_id)
         .bind(device_id)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
-    pub async fn broker_device(
-        &self,
-        account_id: &str,
-        device_id: &str,
-    ) -> Result<Option<BrokerDevice>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "{BROKER_COLUMNS} WHERE account_id = $1 AND device_id = $2"
-        ));
-        let row = sqlx::query(sql)
-            .bind(account_id)
-            .bind(device_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(broker_device).transpose()?)
-    }
-
-    /// Every device, for a reconcile of the broker against the store.
-    pub async fn broker_devices(&self) -> Result<Vec<BrokerDevice>, StoreError> {
-        let rows = sqlx::query(BROKER_COLUMNS).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(broker_device).collect::<Result<_, _>>()?)
-    }
-
-    /// The broker has `revision` of the device (never moves backwards).
-    pub async fn mark_provisioned(
-        &self,
-        account_id: &str,
-        device_id: &str,
-        revision: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE devices SET broker_revision = $1
-             WHERE account_id = $2 AND device_id = $3 AND broker_revision < $1",
-        )
-        .bind(revision)
-        .bind(account_id)
-        .bind(device_id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(())
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (revision, username): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        self.revoke(&mut tx, &username).await?;
+        tx.commit().await?;
+        Ok(Some(revision))
     }
 
     pub async fn config(
@@ -501,33 +458,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rotation_bumps_the_revision_the_broker_follows() {
+    async fn rotation_bumps_the_revision_and_revokes_the_old_password() {
         let (store, _dir) = with_accounts().await;
         store
             .create_device(&dev("a", "c1", "u1", &[]))
             .await
             .unwrap();
-        let before = store.broker_device("a", "d").await.unwrap().unwrap();
-        assert_eq!((before.revision, before.broker_revision), (1, 0));
+        let before = store.device("a", "d").await.unwrap().unwrap();
+        assert_eq!(before.revision, 1);
         store
             .claim_serve("a", "d", (1, Some(0)), None)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(store.device("a", "d").await.unwrap().unwrap().served, 1);
+        assert!(store.revocations_since(0, 10).await.unwrap().0.is_empty());
         let revision = store
             .set_password("a", "d", b"y", 1)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(revision, 2);
-        store.mark_provisioned("a", "d", 2).await.unwrap();
-        store.mark_provisioned("a", "d", 1).await.unwrap();
-        let after = store.broker_device("a", "d").await.unwrap().unwrap();
-        assert_eq!(
-            (after.revision, after.broker_revision, after.sealed_password),
-            (2, 2, b"y".to_vec())
-        );
+        let after = store.device("a", "d").await.unwrap().unwrap();
+        assert_eq!((after.revision, after.sealed_password), (2, b"y".to_vec()));
+        assert_eq!(store.revocations_since(0, 10).await.unwrap().0, ["u1"]);
         assert!(
             store
                 .set_password("a", "nope", b"z", 0)

@@ -23,6 +23,7 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct Changes {
     pub psk: Notify,
     pub functions: Notify,
+    pub credentials: Notify,
 }
 
 impl Changes {
@@ -30,12 +31,14 @@ impl Changes {
         match counter {
             Counter::Psk => self.psk.notify_one(),
             Counter::Functions => self.functions.notify_one(),
+            Counter::Credentials => self.credentials.notify_one(),
         }
     }
 
     fn announce_all(&self) {
         self.announce(Counter::Psk);
         self.announce(Counter::Functions);
+        self.announce(Counter::Credentials);
     }
 }
 
@@ -43,6 +46,7 @@ fn parse(payload: &str) -> Option<Counter> {
     match payload.split_once(':')?.0 {
         "psk" => Some(Counter::Psk),
         "fn" => Some(Counter::Functions),
+        "cred" => Some(Counter::Credentials),
         _ => None,
     }
 }
@@ -155,6 +159,7 @@ mod tests {
     fn payloads_name_the_counter_only() {
         assert_eq!(parse("psk:42"), Some(Counter::Psk));
         assert_eq!(parse("fn:7"), Some(Counter::Functions));
+        assert_eq!(parse("cred:3"), Some(Counter::Credentials));
         assert_eq!(parse("psk"), None);
         assert_eq!(parse("other:1"), None);
     }

@@ -7,6 +7,7 @@
 //! serves a route, bumps a global revision: the numbers other nodes follow.
 
 mod accounts;
+mod credentials;
 mod devices;
 pub mod follow;
 mod tenants;
@@ -56,6 +57,8 @@ pub enum Counter {
     Psk,
     /// Any change to tenant activations or limits.
     Functions,
+    /// A broker credential that stopped working (see [`Store::revocations_since`]).
+    Credentials,
 }
 
 impl Counter {
@@ -63,6 +66,7 @@ impl Counter {
         match self {
             Counter::Psk => "psk_revision",
             Counter::Functions => "function_revision",
+            Counter::Credentials => "credential_revision",
         }
     }
 
@@ -70,6 +74,7 @@ impl Counter {
         match self {
             Counter::Psk => "psk",
             Counter::Functions => "fn",
+            Counter::Credentials => "cred",
         }
     }
 }
@@ -116,7 +121,7 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// The channel every node LISTENs on; payloads are `psk:<revision>` or `fn:<revision>`.
+/// The channel every node LISTENs on; payloads are `psk:<revision>`, `fn:<revision>` or `cred:<revision>`.
 pub const CHANNEL: &str = "psk_edge";
 
 impl Store {
@@ -259,7 +264,7 @@ impl Store {
 
     /// Takes the next value of `counter` inside `tx` and announces it to the other nodes
     /// when `tx` commits. Holding the counter's row until then orders the commits.
-    async fn bump(
+    pub(crate) async fn bump(
         &self,
         tx: &mut Transaction<'static, Any>,
         counter: Counter,
@@ -372,7 +377,8 @@ impl Store {
 }
 
 pub use accounts::{Expiration, ProfileRow};
-pub use devices::{BrokerDevice, Claim, CreateDeviceError, DeviceRow, NewDevice, PreviousPassword};
+pub use credentials::{AppRow, CreateAppError, Principal, PrincipalKind};
+pub use devices::{Claim, CreateDeviceError, DeviceRow, NewDevice, PreviousPassword};
 pub use tenants::{AccountLimits, FunctionVersion};
 
 #[cfg(test)]
