@@ -151,7 +151,7 @@ async fn fresh_nodes_started_together_migrate_and_seed_once() {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    assert_eq!(count("SELECT count(*) FROM _sqlx_migrations"), "4");
+    assert_eq!(count("SELECT count(*) FROM _sqlx_migrations"), "5");
     assert_eq!(count("SELECT count(*) FROM sims"), "1");
     assert_eq!(
         count("SELECT count(*) FROM accounts WHERE id = 'demo'"),
