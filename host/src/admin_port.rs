@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capabilities::Caller;
-use crate::node::{Node, accept_loop};
+use crate::node::{Node, accept_loop, serve_http1};
 use crate::router::{Listener, Lookup};
 use crate::tenant_api;
 use sha2::Digest as _;
@@ -59,17 +59,8 @@ pub async fn serve(
                 });
                 let builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    () = shutdown.cancelled() => {
-                        // Let a request in flight finish; `up` bounds the wait.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
+                let served = serve_http1(&builder, TokioIo::new(stream), service, &shutdown).await;
+                if let Err(e) = served {
                     tracing::debug!(%peer, "admin connection: {e}");
                 }
             }

@@ -139,6 +139,18 @@ async fn call(admin: &AdminArgs, method: &str, path: &str, body: Bytes) -> anyho
     Ok(())
 }
 
+/// A call whose answer says only that it was done: `done` is printed instead.
+async fn act(admin: &AdminArgs, method: &str, path: &str, done: String) -> anyhow::Result<()> {
+    let (status, body) = AdminClient::new(admin)?
+        .request(method, path, Bytes::new())
+        .await?;
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
+    }
+    println!("{done}");
+    Ok(())
+}
+
 pub async fn function(command: FunctionCommand) -> anyhow::Result<()> {
     match command {
         FunctionCommand::Deploy {
@@ -205,30 +217,26 @@ pub async fn device(command: DeviceCommand) -> anyhow::Result<()> {
             device,
             admin,
         } => {
-            let path = format!("/v3/accounts/{account}/devices/{device}/rotate");
-            let (status, body) = AdminClient::new(&admin)?
-                .request("POST", &path, Bytes::new())
-                .await?;
-            if !status.is_success() {
-                anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
-            }
-            println!("rotated the password of device {device} in account {account}");
-            Ok(())
+            act(
+                &admin,
+                "POST",
+                &format!("/v3/accounts/{account}/devices/{device}/rotate"),
+                format!("rotated the password of device {device} in account {account}"),
+            )
+            .await
         }
         DeviceCommand::Delete {
             account,
             device,
             admin,
         } => {
-            let path = format!("/v3/accounts/{account}/devices/{device}");
-            let (status, body) = AdminClient::new(&admin)?
-                .request("DELETE", &path, Bytes::new())
-                .await?;
-            if !status.is_success() {
-                anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
-            }
-            println!("deleted device {device} in account {account}");
-            Ok(())
+            act(
+                &admin,
+                "DELETE",
+                &format!("/v3/accounts/{account}/devices/{device}"),
+                format!("deleted device {device} in account {account}"),
+            )
+            .await
         }
     }
 }
@@ -266,15 +274,13 @@ pub async fn app(command: AppCommand) -> anyhow::Result<()> {
             name,
             admin,
         } => {
-            let path = format!("/v3/accounts/{account}/apps/{name}");
-            let (status, body) = AdminClient::new(&admin)?
-                .request("DELETE", &path, Bytes::new())
-                .await?;
-            if !status.is_success() {
-                anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
-            }
-            println!("deleted app {name} in account {account}");
-            Ok(())
+            act(
+                &admin,
+                "DELETE",
+                &format!("/v3/accounts/{account}/apps/{name}"),
+                format!("deleted app {name} in account {account}"),
+            )
+            .await
         }
     }
 }

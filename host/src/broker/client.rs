@@ -50,7 +50,6 @@ struct Inner {
 /// The platform's connection to one broker.
 pub struct BrokerClient {
     inner: Arc<Inner>,
-    url: BrokerUrl,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -75,29 +74,7 @@ impl BrokerClient {
             username.to_owned(),
             password,
         ));
-        BrokerClient {
-            inner,
-            url: url.clone(),
-            task,
-        }
-    }
-
-    pub fn url(&self) -> &BrokerUrl {
-        &self.url
-    }
-
-    /// Resolves true once connected, false if that takes longer than `timeout`.
-    pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        let mut changes = self.inner.connections.subscribe();
-        tokio::time::timeout(timeout, async {
-            while !self.is_connected() {
-                if changes.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        })
-        .await
-        .is_ok()
+        BrokerClient { inner, task }
     }
 
     /// Changes on every (re)connection.

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use super::authority::Authority;
-use crate::node::accept_loop;
+use crate::node::{accept_loop, serve_http1};
 
 pub const AUTH_PATH: &str = "/broker/v1/auth";
 pub const ACL_PATH: &str = "/broker/v1/acl";
@@ -160,16 +160,8 @@ pub async fn serve(
                     .header_read_timeout(READ_HEADER)
                     .max_buf_size(64 << 10);
                 let builder = builder.http1_only();
-                let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    () = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
+                let served = serve_http1(&builder, TokioIo::new(tcp), service, &shutdown).await;
+                if let Err(e) = served {
                     tracing::debug!(%peer, "broker connection: {e}");
                 }
             }

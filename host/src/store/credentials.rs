@@ -91,7 +91,7 @@ impl Store {
     }
 
     /// Logs that `username` stopped working, under a new revision, inside `tx`.
-    pub(crate) async fn revoke(
+    async fn revoke(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         username: &str,
@@ -104,6 +104,18 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         Ok(revision)
+    }
+
+    /// Revokes `username` inside `tx` and commits: every change that stops a
+    /// credential ends this way, so no revocation exists without its change.
+    pub(crate) async fn revoke_and_commit(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        username: &str,
+    ) -> Result<(), StoreError> {
+        self.revoke(&mut tx, username).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Usernames revoked after `after`, oldest first, at most `limit`; with the
@@ -161,8 +173,7 @@ impl Store {
         let Some(username) = username else {
             return Ok(false);
         };
-        self.revoke(&mut tx, &username).await?;
-        tx.commit().await?;
+        self.revoke_and_commit(tx, &username).await?;
         Ok(true)
     }
 
@@ -174,15 +185,11 @@ impl Store {
         username: &str,
         sealed_password: &[u8],
     ) -> Result<(), CreateAppError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let account: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        if account.is_none() {
+        // Accounts are never deleted, and the foreign key holds anyway.
+        if !self.account_exists(account_id).await? {
             return Err(CreateAppError::NoAccount);
         }
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         // Names are unique broker-wide: devices hold them too.
         let taken: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM devices WHERE username = $1 OR client_id = $2 OR username = $2 OR client_id = $1",
@@ -226,11 +233,7 @@ impl Store {
 
     /// None when the account does not exist.
     pub async fn list_apps(&self, account_id: &str) -> Result<Option<Vec<AppRow>>, StoreError> {
-        let account: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        if account.is_none() {
+        if !self.account_exists(account_id).await? {
             return Ok(None);
         }
         let rows =
@@ -263,8 +266,7 @@ impl Store {
         let Some(username) = username else {
             return Ok(false);
         };
-        self.revoke(&mut tx, &username).await?;
-        tx.commit().await?;
+        self.revoke_and_commit(tx, &username).await?;
         Ok(true)
     }
 }

@@ -210,8 +210,7 @@ impl Store {
             return Ok(None);
         };
         let (revision, username): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-        self.revoke(&mut tx, &username).await?;
-        tx.commit().await?;
+        self.revoke_and_commit(tx, &username).await?;
         Ok(Some(Claim {
             revision,
             served: 1,
@@ -262,8 +261,7 @@ impl Store {
                 let Some(username) = username else {
                     return Ok(false);
                 };
-                self.revoke(&mut tx, &username).await?;
-                tx.commit().await?;
+                self.revoke_and_commit(tx, &username).await?;
                 return Ok(true);
             }
         };
@@ -296,8 +294,7 @@ impl Store {
             return Ok(None);
         };
         let (revision, username): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-        self.revoke(&mut tx, &username).await?;
-        tx.commit().await?;
+        self.revoke_and_commit(tx, &username).await?;
         Ok(Some(revision))
     }
 
