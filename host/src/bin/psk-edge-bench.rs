@@ -6,6 +6,8 @@
 //! load run cannot: idle connections held open (`hold`), tenant upload to first
 //! served request (`upload`), and the runtime's dispatch cost in-process (`dispatch`).
 
+#[path = "bench/broker.rs"]
+mod broker;
 #[path = "bench/ids.rs"]
 mod ids;
 #[path = "bench/modes.rs"]
@@ -304,6 +306,16 @@ async fn open(shared: &Shared, index: u64) -> Result<TlsStream, Failure> {
 
 /// Sends one request and reads exactly one response: headers, then Content-Length bytes.
 async fn exchange(stream: &mut TlsStream, request: &[u8]) -> Result<(), Failure> {
+    let (status, _) = exchange_body(stream, request).await?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(Failure::Status)
+    }
+}
+
+/// One request, one response: its status and body.
+async fn exchange_body(stream: &mut TlsStream, request: &[u8]) -> Result<(u16, Vec<u8>), Failure> {
     stream.write_all(request).await.map_err(|_| Failure::Io)?;
     let mut got = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
@@ -327,12 +339,9 @@ async fn exchange(stream: &mut TlsStream, request: &[u8]) -> Result<(), Failure>
                 let status = head
                     .strip_prefix("HTTP/1.1 ")
                     .and_then(|rest| rest.get(..3))
+                    .and_then(|code| code.parse().ok())
                     .ok_or(Failure::Io)?;
-                return if status == "200" {
-                    Ok(())
-                } else {
-                    Err(Failure::Status)
-                };
+                return Ok((status, got[end + 4..end + 4 + length].to_vec()));
             }
         }
         if got.len() > MAX_RESPONSE {

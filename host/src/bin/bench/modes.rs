@@ -17,6 +17,7 @@ use psk_edge::store::Store;
 use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsStream};
 use zeroize::Zeroizing;
 
+use crate::broker;
 use crate::ids::{self, iccid, psk};
 use crate::{Failure, Method, exchange, parse_duration, request};
 
@@ -35,6 +36,14 @@ pub enum Mode {
         #[arg(long, default_value_t = 1000)]
         identities: u64,
     },
+    /// Write N devices with known MQTT credentials straight into a node's store, in bulk.
+    SeedDevices(broker::Seed),
+    /// Cold-cache MQTT CONNECT rate at the broker: each connect a device never seen.
+    MqttConnect(broker::ConnectRate),
+    /// Devices created through the SIM port, their credentials tried at the broker at once.
+    FreshCredentials(broker::Fresh),
+    /// Rotations or deletions through the admin API: until the live session ends and the old password is refused.
+    Revoke(broker::Revoke),
 }
 
 pub async fn run(mode: Mode) -> anyhow::Result<()> {
@@ -43,6 +52,10 @@ pub async fn run(mode: Mode) -> anyhow::Result<()> {
         Mode::Upload(args) => upload(args).await,
         Mode::Dispatch(args) => dispatch(args).await,
         Mode::Report(args) => report(args),
+        Mode::SeedDevices(args) => broker::seed(args).await,
+        Mode::MqttConnect(args) => broker::connect_rate(args).await,
+        Mode::FreshCredentials(args) => broker::fresh(args).await,
+        Mode::Revoke(args) => broker::revoke(args).await,
         Mode::PskTable { identities } => {
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -153,7 +166,7 @@ pub struct Hold {
     server_pids: Vec<u32>,
 }
 
-async fn connect(sim: SocketAddr, index: u64) -> Result<TlsStream, Failure> {
+pub async fn connect(sim: SocketAddr, index: u64) -> Result<TlsStream, Failure> {
     let tcp = tokio::net::TcpStream::connect(sim)
         .await
         .map_err(|_| Failure::Io)?;
