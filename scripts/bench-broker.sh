@@ -115,9 +115,11 @@ for fleet in $fleets; do
     [ "$n" -gt $((fleet - seeded)) ] && n=$((fleet - seeded))
     # Only devices seeded at this stage: none of them has connected before.
     bench mqtt-connect --mqtt "$mqtt" --lowest "$seeded" --seeded "$fleet" --connects "$n" \
-        --concurrency "$concurrency" "${pids[@]}" | tee "$out/connect-cold-$fleet.txt"
+        --concurrency "$concurrency" "${pids[@]}" --label "cold cache, $fleet devices" \
+        | tee "$out/connect-cold-$fleet.txt"
     bench mqtt-connect --mqtt "$mqtt" --lowest "$seeded" --seeded "$fleet" --connects "$n" \
-        --concurrency "$concurrency" "${pids[@]}" | tee "$out/connect-warm-$fleet.txt"
+        --concurrency "$concurrency" "${pids[@]}" --label "warm cache, $fleet devices" \
+        | tee "$out/connect-warm-$fleet.txt"
     seeded=$fleet
     stage=$((stage + 1))
 done

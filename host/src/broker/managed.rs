@@ -380,6 +380,9 @@ fn write_config(
          allow_anonymous false\n\
          # The platform's own connection carries revocations: no Nagle delay on them.\n\
          set_tcp_nodelay true\n\
+         # Three lines per connect and disconnect would make a fleet's reconnect storm\n\
+         # the broker's and the node's main work; refusals are logged by the node.\n\
+         connection_messages false\n\
          persistence false\n\
          log_dest stderr\n\
          log_timestamp false\n\

@@ -56,35 +56,74 @@ fn topics(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
+/// Who holds a username: both backends run this text (`$1` is a parameter to both).
+const PRINCIPALS: &str =
+    "SELECT 'device', account_id, device_id, client_id, password, publish, subscribe
+     FROM devices WHERE username = $1
+     UNION ALL
+     SELECT 'app', account_id, name, client_id, password, '[]', '[]'
+     FROM apps WHERE username = $1";
+
+fn principal(
+    kind: &str,
+    account_id: String,
+    name: String,
+    client_id: String,
+    sealed_password: Vec<u8>,
+    publish: &str,
+    subscribe: &str,
+) -> Principal {
+    Principal {
+        kind: match kind {
+            "device" => PrincipalKind::Device,
+            _ => PrincipalKind::App,
+        },
+        account_id,
+        name,
+        client_id,
+        sealed_password,
+        publish: topics(publish),
+        subscribe: topics(subscribe),
+    }
+}
+
 impl Store {
     /// Every device or application holding `username` (more than one only if a
-    /// generated name clashed across the two tables, which callers refuse).
+    /// generated name clashed across the two tables, which callers refuse). On SQLite
+    /// read in place, see [`super::reader`].
     pub async fn principals(&self, username: &str) -> Result<Vec<Principal>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT 'device', account_id, device_id, client_id, password, publish, subscribe
-             FROM devices WHERE username = $1
-             UNION ALL
-             SELECT 'app', account_id, name, client_id, password, '[]', '[]'
-             FROM apps WHERE username = $1",
-        )
-        .bind(username)
-        .fetch_all(&self.pool)
-        .await?;
+        if let Some(readers) = &self.readers {
+            return readers.read(|conn| {
+                let mut query = conn.prepare_cached(PRINCIPALS)?;
+                let rows = query.query_map([username], |row| {
+                    Ok(principal(
+                        row.get_ref(0)?.as_str()?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get_ref(5)?.as_str()?,
+                        row.get_ref(6)?.as_str()?,
+                    ))
+                })?;
+                rows.collect()
+            });
+        }
+        let rows = sqlx::query(PRINCIPALS)
+            .bind(username)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
-                let kind = match row.try_get::<&str, _>(0)? {
-                    "device" => PrincipalKind::Device,
-                    _ => PrincipalKind::App,
-                };
-                Ok(Principal {
-                    kind,
-                    account_id: row.try_get(1)?,
-                    name: row.try_get(2)?,
-                    client_id: row.try_get(3)?,
-                    sealed_password: row.try_get(4)?,
-                    publish: topics(row.try_get(5)?),
-                    subscribe: topics(row.try_get(6)?),
-                })
+                Ok(principal(
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                    row.try_get(6)?,
+                ))
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)

@@ -10,6 +10,7 @@ mod accounts;
 mod credentials;
 mod devices;
 pub mod follow;
+mod reader;
 mod tenants;
 
 use std::path::Path;
@@ -28,6 +29,8 @@ pub enum StoreError {
     Sealing(String),
     #[error("stored value unreadable: {0}")]
     Corrupt(String),
+    #[error("store unavailable: {0}")]
+    Read(String),
 }
 
 /// A PSK change as the store applies it; the key is already sealed.
@@ -91,6 +94,8 @@ pub struct Store {
     backend: Backend,
     /// Where to LISTEN (PostgreSQL only).
     url: Option<String>,
+    /// In-place readers of the SQLite file, for the lookups brokers wait on.
+    readers: Option<std::sync::Arc<reader::Readers>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -137,6 +142,9 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(8)
+            // A file connection cannot go stale, and the ping would cost every query a
+            // second hand-off to the connection's worker thread and back.
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL + NORMAL: a commit survives a crash of the process; only an OS
@@ -158,6 +166,7 @@ impl Store {
             pool,
             backend: Backend::Sqlite,
             url: None,
+            readers: Some(std::sync::Arc::new(reader::Readers::new(Path::new(path)))),
         })
     }
 
@@ -179,6 +188,7 @@ impl Store {
             pool,
             backend: Backend::Postgres,
             url: Some(url.to_owned()),
+            readers: None,
         })
     }
 

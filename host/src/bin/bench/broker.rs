@@ -308,6 +308,9 @@ pub struct ConnectRate {
     broker_pid: Option<u32>,
     #[arg(long)]
     node_pid: Option<u32>,
+    /// What the summary calls this run, e.g. `cold cache`.
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 /// Each connect: TCP, CONNECT with a device's credentials, CONNACK, DISCONNECT.
@@ -362,10 +365,11 @@ pub async fn connect_rate(args: ConnectRate) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let accepted = micros.len() as u64;
     println!(
-        "MQTT CONNECT, cold cache: {accepted} accepted, {} refused, {} failed in {seconds:.2}s, {} in flight",
+        "MQTT CONNECT, {label}: {accepted} accepted, {} refused, {} failed in {seconds:.2}s, {} in flight",
         refused.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
-        args.concurrency
+        args.concurrency,
+        label = args.label,
     );
     print_latency("connect → CONNACK", &percentiles(micros, seconds));
     print_use(&pids, &before, accepted)?;
