@@ -239,33 +239,46 @@ async fn sims_act_only_for_themselves() {
         exchange(&mut demo, &post("shared", DEMO_ICCID)).await[0].0,
         200
     );
+    // Each refusal for its own reason: a 404 for any other reason would hide a hole.
+    let refused = |reason: &str| vec![(404, format!(r#"{{"err":"{reason}"}}"#))];
     // iccid naming another SIM
-    assert_eq!(exchange(&mut demo, &get("shared", other)).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut demo, &get("shared", other)).await,
+        refused("iccid_mismatch")
+    );
     // same account, other SIM: neither create nor fetch someone else's device
-    assert_eq!(exchange(&mut sim2, &post("shared", other)).await[0].0, 404);
-    assert_eq!(exchange(&mut sim2, &get("shared", other)).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut sim2, &post("shared", other)).await,
+        refused("device_taken")
+    );
+    assert_eq!(
+        exchange(&mut sim2, &get("shared", other)).await,
+        refused("unknown_device")
+    );
     // unknown device, bad names, unknown routes, the admin API
     assert_eq!(
-        exchange(&mut demo, &get("nope", DEMO_ICCID)).await[0].0,
-        404
+        exchange(&mut demo, &get("nope", DEMO_ICCID)).await,
+        refused("unknown_device")
     );
     assert_eq!(
-        exchange(&mut demo, &get("a%20b", DEMO_ICCID)).await[0].0,
-        404
+        exchange(&mut demo, &get("a%20b", DEMO_ICCID)).await,
+        refused("bad_name")
     );
     let admin = "POST /v3/sys/security/psk HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
-    assert_eq!(exchange(&mut demo, admin).await[0].0, 404);
+    assert_eq!(exchange(&mut demo, admin).await, refused("no_route"));
     assert_eq!(
         exchange(
             &mut demo,
             "DELETE /v1/dev/shared HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
         )
-        .await[0]
-            .0,
-        404
+        .await,
+        refused("no_route")
     );
     let missing_iccid = "GET /v1/dev/shared HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
-    assert_eq!(exchange(&mut demo, missing_iccid).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut demo, missing_iccid).await,
+        refused("iccid_missing")
+    );
     // still the same keep-alive connection, still served
     assert_eq!(
         exchange(&mut demo, &get("shared", DEMO_ICCID)).await[0].0,
