@@ -464,3 +464,21 @@ async fn the_worked_example_picks_a_profile_from_the_iccid() {
     assert_eq!(body["site"], "uk-meter", "{body}");
     assert!(body["pwd"].as_str().is_some_and(|p| p.len() == 24));
 }
+
+#[tokio::test]
+async fn a_sims_spin_headers_never_reach_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_acme(dir.path(), &[]).await;
+    let (code, answer) = upload(&node, &fixture("echo-headers"), "").await;
+    assert_eq!(code, 200, "{answer}");
+    let mut sim = acme_session(&node).await;
+    // Forged in every spelling, before and after where the host's would go.
+    let request = format!(
+        "GET /v1/dev/real?iccid={ACME_ICCID} HTTP/1.1\r\nspin-path-match-device-id: forged\r\n\
+         Spin-Path-Match-Device-Id: forged2\r\nspin-full-url: http://evil/\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert_eq!(
+        exchange(&mut sim, &request).await,
+        vec![(200, "spin-path-match-device-id=real".to_owned())]
+    );
+}
