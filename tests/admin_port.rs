@@ -228,3 +228,133 @@ async fn bulk_ndjson_answers_line_by_line() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn ambiguous_lengths_and_unknown_codings_get_400_and_close() {
+    let (node, _dir) = node().await;
+    let auth = operator_basic();
+    // hyper refuses these itself; two equal lengths it reads as one (RFC 9110 §8.6).
+    for headers in [
+        "Content-Length: 5\r\nContent-Length: 6\r\n",
+        "Content-Length: +5\r\n",
+        "Content-Length: 5 5\r\n",
+        "Content-Length: 5,6\r\n",
+        "Content-Length: \r\n",
+        "Content-Length: 0x5\r\n",
+        "Transfer-Encoding: gzip\r\n",
+    ] {
+        let request = format!(
+            "POST /v3/sys/security/psk HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth}\r\n{headers}\r\n{{}}xx"
+        );
+        let (answer, closed) =
+            admin_raw_exchange(&node, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{headers:?}: {answer:?}"
+        );
+        assert!(closed, "{headers:?}: connection left open");
+    }
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let (answer, closed) = admin_raw_exchange(
+        &node,
+        b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer:?}");
+    assert!(closed, "HTTP/1.0 connection left open");
+}
+
+#[tokio::test]
+async fn an_announced_oversized_body_gets_its_refusal_before_100_continue() {
+    let (node, _dir) = node().await;
+    let auth = operator_basic();
+    for (path, status) in [
+        // A function route: 1 MiB at most.
+        ("/v3/accounts/acme/profiles/p", "413"),
+        // A component upload: 16 MiB at most, refused like any bad upload.
+        ("/v3/accounts/acme/functions/device-credentials", "422"),
+    ] {
+        let request = format!(
+            "PUT {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth}\r\n\
+             Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            64 << 20
+        );
+        let (answer, closed) =
+            admin_raw_exchange(&node, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {answer:?}"
+        );
+        assert!(!answer.contains("100 Continue"), "{path}: {answer:?}");
+        assert!(closed, "{path}: connection left open");
+    }
+    // Without Expect the refusal is the same.
+    let request = format!(
+        "PUT /v3/accounts/acme/profiles/p HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth}\r\n\
+         Content-Length: {}\r\n\r\n{{}}",
+        2 << 20
+    );
+    let (answer, _) = admin_raw_exchange(&node, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_clients_spin_headers_never_reach_an_admin_function() {
+    let dir = tempfile::tempdir().unwrap();
+    // The platform's manifest plus one admin route served by a component that echoes
+    // the spin-* headers it receives.
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spin.toml")).unwrap();
+    let manifest = format!(
+        "{base}\n[[trigger.http]]\nroute = \"/v3/echo/:device_id\"\ncomponent = \"echo\"\n\
+         listener = \"admin\"\n\n[component.echo]\nsource = \"echo.wasm\"\n"
+    );
+    let manifest_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manifest_dir.path().join("echo.wasm"),
+        support::fixtures::fixture("echo-headers"),
+    )
+    .unwrap();
+    let manifest_path = manifest_dir.path().join("spin.toml");
+    std::fs::write(&manifest_path, manifest).unwrap();
+    let node = start_with(dir.path(), &["--manifest", manifest_path.to_str().unwrap()]).await;
+    let request = format!(
+        "GET /v3/echo/real HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\n\
+         spin-path-match-device-id: forged\r\nSpin-Full-Url: http://evil/\r\nConnection: close\r\n\r\n",
+        operator_basic()
+    );
+    let (answer, _) = admin_raw_exchange(&node, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(body, "spin-path-match-device-id=real", "{answer:?}");
+}
+
+#[tokio::test]
+async fn an_overlong_bulk_line_answers_zero_in_its_place() {
+    let (node, _dir) = node().await;
+    let line = |id: &str| {
+        format!(
+            r#"{{"identity":"{id}","psk":{:?},"accountId":"bulk"}}"#,
+            [4u8; 16]
+        )
+    };
+    // Far longer than one read of the body, so the line is dropped while it streams in.
+    let overlong = format!(r#"{{"identity":"{}"}}"#, "9".repeat(1 << 20));
+    let body = [
+        line("7000000000000000001"),
+        overlong,
+        line("7000000000000000002"),
+        "garbage".to_owned(),
+    ]
+    .join("\n");
+    let (code, answer) = node
+        .admin("POST", "/v3/sys/security/psk/bulk", Some(&body))
+        .await;
+    assert_eq!((code, answer.as_str()), (200, "1\n0\n1\n0\n"));
+    node.wait_log(|l| l.contains("bulk line over 65536 bytes refused"))
+        .await;
+    for id in ["7000000000000000001", "7000000000000000002"] {
+        assert!(handshake(&node, id, &[4u8; 16]).await.is_some(), "{id}");
+    }
+}

@@ -321,6 +321,8 @@ async fn hostile_functions_are_cut_off_without_touching_other_tenants() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = background_load(&node, stop.clone());
+    // Failures so far by kind: each hostile function adds exactly one.
+    let mut expected: std::collections::HashMap<&str, u64> = Default::default();
     for (name, kind) in [
         ("spin-loop", "deadline"),
         ("memory-bomb", "trap"),
@@ -338,11 +340,25 @@ async fn hostile_functions_are_cut_off_without_touching_other_tenants() {
             "{name} took {:?}",
             started.elapsed()
         );
+        *expected.entry(kind).or_default() += 1;
         let (_, metrics) = node.admin("GET", "/metrics", None).await;
+        let metrics: Value = serde_json::from_str(&metrics).unwrap();
+        let count = metrics["function_failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| {
+                f["account"] == "acme" && f["function"] == "device-credentials" && f["kind"] == kind
+            })
+            .and_then(|f| f["count"].as_u64());
+        assert_eq!(count, Some(expected[kind]), "{name}: {metrics}");
+        // Nothing of it is counted against the account that behaved.
         assert!(
-            metrics.contains(&format!(
-                r#""account":"acme","count":1,"function":"device-credentials","kind":"{kind}""#
-            )) || metrics.contains(&format!(r#""kind":"{kind}""#)),
+            !metrics["function_failures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["account"] == "demo"),
             "{name}: {metrics}"
         );
     }
@@ -447,4 +463,22 @@ async fn the_worked_example_picks_a_profile_from_the_iccid() {
     let body: Value = serde_json::from_str(&got[0].1).unwrap();
     assert_eq!(body["site"], "uk-meter", "{body}");
     assert!(body["pwd"].as_str().is_some_and(|p| p.len() == 24));
+}
+
+#[tokio::test]
+async fn a_sims_spin_headers_never_reach_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_acme(dir.path(), &[]).await;
+    let (code, answer) = upload(&node, &fixture("echo-headers"), "").await;
+    assert_eq!(code, 200, "{answer}");
+    let mut sim = acme_session(&node).await;
+    // Forged in every spelling, before and after where the host's would go.
+    let request = format!(
+        "GET /v1/dev/real?iccid={ACME_ICCID} HTTP/1.1\r\nspin-path-match-device-id: forged\r\n\
+         Spin-Path-Match-Device-Id: forged2\r\nspin-full-url: http://evil/\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert_eq!(
+        exchange(&mut sim, &request).await,
+        vec![(200, "spin-path-match-device-id=real".to_owned())]
+    );
 }

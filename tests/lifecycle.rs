@@ -124,3 +124,29 @@ async fn a_wrong_master_key_refuses_to_start() {
         .stop()
         .await;
 }
+
+#[tokio::test]
+async fn the_banner_shows_the_demo_key_only_for_the_demo_sim() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_demo = NodeBuilder::new(dir.path()).start().await;
+    assert!(
+        with_demo.log().contains(DEMO_PSK_HEX),
+        "{}",
+        with_demo.log()
+    );
+    with_demo.stop().await;
+
+    // No demo, then the demo's ICCID registered with a key of the operator's own:
+    // the public demo key must not be offered as this SIM's.
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(dir.path()).arg("--no-demo").start().await;
+    assert!(!node.log().contains(DEMO_PSK_HEX), "{}", node.log());
+    assert_eq!(node.add_psk(DEMO_ICCID, &[9u8; 16], "mine").await, "1");
+    node.stop().await;
+    let node = NodeBuilder::new(dir.path()).arg("--no-demo").start().await;
+    let log = node.log();
+    assert!(
+        !log.contains(DEMO_PSK_HEX) && !log.contains("Demo SIM"),
+        "{log}"
+    );
+}

@@ -15,6 +15,10 @@ const REVOKED_WITHIN: Duration = Duration::from_secs(1);
 
 /// A node with its managed broker (`up` starts it with the plugin).
 async fn with_managed_broker(dir: &std::path::Path) -> (Node, u16) {
+    // Without Mosquitto or the plugin `up` runs broker-less and says so; these tests
+    // must fail then, and say why.
+    support::broker::mosquitto();
+    support::broker::plugin();
     let node = NodeBuilder::new(dir).sqlite().mqtt(&[]).start().await;
     let port: u16 = node.mqtt.rsplit(':').next().unwrap().parse().unwrap();
     let saved = std::fs::read_to_string(dir.join("mosquitto/port")).unwrap();

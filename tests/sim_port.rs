@@ -239,33 +239,46 @@ async fn sims_act_only_for_themselves() {
         exchange(&mut demo, &post("shared", DEMO_ICCID)).await[0].0,
         200
     );
+    // Each refusal for its own reason: a 404 for any other reason would hide a hole.
+    let refused = |reason: &str| vec![(404, format!(r#"{{"err":"{reason}"}}"#))];
     // iccid naming another SIM
-    assert_eq!(exchange(&mut demo, &get("shared", other)).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut demo, &get("shared", other)).await,
+        refused("iccid_mismatch")
+    );
     // same account, other SIM: neither create nor fetch someone else's device
-    assert_eq!(exchange(&mut sim2, &post("shared", other)).await[0].0, 404);
-    assert_eq!(exchange(&mut sim2, &get("shared", other)).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut sim2, &post("shared", other)).await,
+        refused("device_taken")
+    );
+    assert_eq!(
+        exchange(&mut sim2, &get("shared", other)).await,
+        refused("unknown_device")
+    );
     // unknown device, bad names, unknown routes, the admin API
     assert_eq!(
-        exchange(&mut demo, &get("nope", DEMO_ICCID)).await[0].0,
-        404
+        exchange(&mut demo, &get("nope", DEMO_ICCID)).await,
+        refused("unknown_device")
     );
     assert_eq!(
-        exchange(&mut demo, &get("a%20b", DEMO_ICCID)).await[0].0,
-        404
+        exchange(&mut demo, &get("a%20b", DEMO_ICCID)).await,
+        refused("bad_name")
     );
     let admin = "POST /v3/sys/security/psk HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
-    assert_eq!(exchange(&mut demo, admin).await[0].0, 404);
+    assert_eq!(exchange(&mut demo, admin).await, refused("no_route"));
     assert_eq!(
         exchange(
             &mut demo,
             "DELETE /v1/dev/shared HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
         )
-        .await[0]
-            .0,
-        404
+        .await,
+        refused("no_route")
     );
     let missing_iccid = "GET /v1/dev/shared HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
-    assert_eq!(exchange(&mut demo, missing_iccid).await[0].0, 404);
+    assert_eq!(
+        exchange(&mut demo, missing_iccid).await,
+        refused("iccid_missing")
+    );
     // still the same keep-alive connection, still served
     assert_eq!(
         exchange(&mut demo, &get("shared", DEMO_ICCID)).await[0].0,
@@ -288,4 +301,156 @@ async fn a_function_over_its_memory_cap_is_a_404_and_a_log_line_not_a_crash() {
         .await;
     // The node still serves.
     assert_eq!(node.admin_as("GET", "/healthz", None, None).await.0, 200);
+}
+
+/// Reads until the node closes the connection; false if it is still open after `wait`.
+async fn closed_within(stream: &mut wolfssl::TlsStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_lengths_and_any_transfer_coding_are_refused_and_close() {
+    let (node, _dir) = node().await;
+    let cases = [
+        (
+            "Content-Length: 5\r\nContent-Length: 0\r\n",
+            "bad_content_length",
+        ),
+        (
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "bad_content_length",
+        ),
+        ("Content-Length: +5\r\n", "bad_content_length"),
+        ("Content-Length: 5 5\r\n", "bad_content_length"),
+        ("Content-Length: 5,5\r\n", "bad_content_length"),
+        ("Content-Length: \r\n", "bad_content_length"),
+        ("Transfer-Encoding: chunked\r\n", "chunked"),
+        (
+            "Transfer-Encoding: gzip\r\nContent-Length: 5\r\n",
+            "chunked",
+        ),
+        (
+            "Content-Length: 5\r\nTransfer-Encoding: identity\r\n",
+            "chunked",
+        ),
+    ];
+    for (headers, reason) in cases {
+        let request = format!(
+            "POST /v1/dev/cl-1/data?iccid={DEMO_ICCID} HTTP/1.1\r\nHost: x\r\n{headers}\r\n{{\"a\"}}"
+        );
+        let mut s = demo_wolf(&node).await;
+        assert_eq!(
+            exchange(&mut s, &request).await,
+            vec![(404, format!(r#"{{"err":"{reason}"}}"#))],
+            "{headers:?}"
+        );
+        assert!(
+            closed_within(&mut s, Duration::from_secs(3)).await,
+            "{headers:?}: connection left open"
+        );
+    }
+    // The same through OpenSSL: the answer, then the close s_client waits for.
+    let run = demo(
+        &node,
+        CCM,
+        &format!("POST /v1/dev/cl-2?iccid={DEMO_ICCID} HTTP/1.1\r\nContent-Length: +0\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(
+        responses(&run.stdout),
+        vec![(404, r#"{"err":"bad_content_length"}"#.to_owned())]
+    );
+    // Nothing of the refused requests was created.
+    let mut s = demo_wolf(&node).await;
+    assert_eq!(
+        exchange(&mut s, &get("cl-2", DEMO_ICCID)).await,
+        vec![(404, r#"{"err":"unknown_device"}"#.to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn http_1_0_closes_after_its_answer_unless_keep_alive() {
+    let (node, _dir) = node().await;
+    let mut s = demo_wolf(&node).await;
+    let request = format!("POST /v1/dev/old-1?iccid={DEMO_ICCID} HTTP/1.0\r\n\r\n");
+    let answers = exchange(&mut s, &request).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].0, 200);
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)).await,
+        "HTTP/1.0 connection left open"
+    );
+    // With keep-alive it stays open for the next request.
+    let mut s = demo_wolf(&node).await;
+    let keep =
+        format!("GET /v1/dev/old-1?iccid={DEMO_ICCID} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(exchange(&mut s, &keep).await[0].0, 200);
+    assert_eq!(exchange(&mut s, &keep).await[0].0, 200);
+}
+
+#[tokio::test]
+async fn a_sim_sending_refused_requests_is_cut_off_and_the_log_stays_short() {
+    let (node, _dir) = node().await;
+    let lines_before = node.output.lock().unwrap().len();
+    let unknown_route = "GET /nothing HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+    let unknown_device = get("nope", DEMO_ICCID);
+    let connections = 6;
+    for _ in 0..connections {
+        let mut s = demo_wolf(&node).await;
+        // Seven refusals in a row are answered; the eighth is answered and closes.
+        for i in 0..8 {
+            let request: &str = if i % 2 == 0 {
+                unknown_route
+            } else {
+                &unknown_device
+            };
+            let got = exchange(&mut s, request).await;
+            assert_eq!(got.len(), 1, "request {i}: {got:?}");
+            assert_eq!(got[0].0, 404);
+        }
+        assert!(
+            closed_within(&mut s, Duration::from_secs(3)).await,
+            "a connection of refused requests stayed open"
+        );
+    }
+    // A success in between resets the count.
+    let mut s = demo_wolf(&node).await;
+    assert_eq!(exchange(&mut s, &post("fine", DEMO_ICCID)).await[0].0, 200);
+    for _ in 0..7 {
+        assert_eq!(exchange(&mut s, unknown_route).await[0].0, 404);
+    }
+    assert_eq!(exchange(&mut s, &get("fine", DEMO_ICCID)).await[0].0, 200);
+    assert_eq!(exchange(&mut s, unknown_route).await[0].0, 404);
+
+    // 48 + 8 refusals, yet one line per reason: the host's two, the function's one,
+    // the cut-off's one (the window is 10 s, longer than this test).
+    let log = node.output.lock().unwrap()[lines_before..].join("\n");
+    let lines = log.lines().count();
+    assert!(lines <= 6, "the log grew by {lines} lines:\n{log}");
+    assert!(
+        log.contains("reason=\"no_route\"") || log.contains("reason=no_route"),
+        "{log}"
+    );
+    assert!(log.contains("refused_in_a_row"), "{log}");
+    // ...and every refusal is counted.
+    let (_, metrics) = node.admin("GET", "/metrics", None).await;
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    let count = |reason: &str| {
+        metrics["sim_refusals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["reason"] == reason)
+            .map_or(0, |r| r["count"].as_u64().unwrap())
+    };
+    assert_eq!(count("no_route"), 4 * connections + 8, "{metrics}");
+    assert_eq!(count("function_refused"), 4 * connections, "{metrics}");
+    assert_eq!(count("refused_in_a_row"), connections, "{metrics}");
 }

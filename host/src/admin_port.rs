@@ -107,6 +107,9 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
         return text(StatusCode::FORBIDDEN, "forbidden");
     }
     if let Some(api) = api {
+        if length_over(req.headers(), tenant_api::MAX_COMPONENT) {
+            return closing(json_answer(tenant_api::too_large()));
+        }
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_owned();
         let answer = match Limited::new(req.into_body(), tenant_api::MAX_COMPONENT)
@@ -118,13 +121,7 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
             }
             Err(_) => tenant_api::too_large(),
         };
-        let mut response = Response::new(Full::new(Bytes::from(answer.body.to_string())).boxed());
-        *response.status_mut() = answer.status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        return response;
+        return json_answer(answer);
     }
     let matched = match node
         .routes
@@ -139,11 +136,14 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     let component = matched.route.component.clone();
     // The operator contract answers 200 with `0` for anything that went wrong.
     let contract = path.starts_with("/v3/sys/");
-    if let Some(batch) = matched.route.ndjson_batch {
-        return ndjson(node, component, req, batch);
-    }
     let (mut parts, body) = req.into_parts();
-    parts.headers.extend(matched.spin_headers());
+    matched.set_spin_headers(&mut parts.headers);
+    if let Some(batch) = matched.route.ndjson_batch {
+        return ndjson(node, component, parts, body, batch);
+    }
+    if length_over(&parts.headers, MAX_BODY) {
+        return closing(text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
@@ -176,6 +176,37 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
             }
         }
     }
+}
+
+fn json_answer(answer: tenant_api::Answer) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(answer.body.to_string())).boxed());
+    *response.status_mut() = answer.status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Does the request announce a body over `limit`? Answering before the body is read
+/// keeps hyper from sending `100 Continue` to a client that sent `Expect`, so it never
+/// starts an upload that would be refused anyway.
+fn length_over(headers: &http::HeaderMap, limit: usize) -> bool {
+    // hyper has already refused a malformed or ambiguous Content-Length with a 400.
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
+/// The body stays unread, so the connection cannot carry another request.
+fn closing(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Who the request's HTTP Basic credentials name: the operator pair, or one of an
@@ -228,12 +259,12 @@ fn may_access(caller: &Caller, path: &str, api: Option<&tenant_api::Api>) -> boo
 fn ndjson(
     node: &Arc<Node>,
     component: String,
-    req: Request<Incoming>,
+    parts: http::request::Parts,
+    mut body: Incoming,
     batch: usize,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let node = node.clone();
-    let (parts, mut body) = req.into_parts();
     tokio::spawn(async move {
         let mut pending = BytesMut::new();
         let mut lines: Vec<Bytes> = Vec::with_capacity(batch);

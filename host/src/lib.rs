@@ -12,6 +12,7 @@ pub mod psk_cache;
 pub mod router;
 pub mod runtime;
 pub mod secrets;
+pub mod sim_log;
 pub mod sim_port;
 pub mod store;
 pub mod tenant_api;

@@ -183,6 +183,15 @@ impl PskCache {
         })
     }
 
+    /// Does `iccid` exist with exactly this key? (The start banner prints the demo
+    /// SIM's public key only while it is still the demo's.)
+    pub fn holds(&self, iccid: &str, key: &[u8]) -> bool {
+        self.entries
+            .read()
+            .get(iccid)
+            .is_some_and(|e| bool::from(subtle::ConstantTimeEq::ct_eq(&e.key[..], key)))
+    }
+
     /// Registers a live connection of `iccid`; the token is cancelled when the SIM's
     /// PSK is changed or deleted. The registration ends when the guard drops.
     pub fn register(self: &Arc<Self>, iccid: &str) -> LiveGuard {

@@ -74,6 +74,16 @@ pub struct Matched<'a> {
 }
 
 impl Matched<'_> {
+    /// Replaces every `spin-*` header of `headers` with the host's own for this route.
+    /// The host alone speaks in that namespace: a client's `spin-path-match-device-id`
+    /// left beside the host's would be the first value a component reads.
+    pub fn set_spin_headers(&self, headers: &mut http::HeaderMap) {
+        strip_spin_headers(headers);
+        for (name, value) in self.spin_headers() {
+            headers.insert(name, value);
+        }
+    }
+
     /// The `:name` values as Spin passes them to a component: `spin-path-match-name`.
     pub fn spin_headers(&self) -> impl Iterator<Item = (http::HeaderName, http::HeaderValue)> + '_ {
         self.params.iter().filter_map(|(name, value)| {
@@ -82,6 +92,19 @@ impl Matched<'_> {
                     .ok()?;
             Some((name, http::HeaderValue::from_str(value).ok()?))
         })
+    }
+}
+
+/// Removes every header in the namespace the host sets for components (`spin-*`).
+pub fn strip_spin_headers(headers: &mut http::HeaderMap) {
+    // Header names are stored lower-case, so one prefix test covers any spelling.
+    let client_set: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in client_set {
+        headers.remove(name);
     }
 }
 
@@ -212,6 +235,34 @@ mod tests {
 
     fn table() -> RouteTable {
         RouteTable::parse(crate::components::DEFAULT_MANIFEST, Path::new("/m")).unwrap()
+    }
+
+    #[test]
+    fn the_host_alone_sets_spin_headers() {
+        let t = table();
+        let Lookup::Found(m) = t.lookup(Listener::Sim, "GET", "/v1/dev/real") else {
+            panic!("no route")
+        };
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("Spin-Path-Match-Device-Id", "forged"),
+            ("spin-path-match-device-id", "forged-too"),
+            ("spin-full-url", "http://elsewhere/"),
+            ("host", "x"),
+        ] {
+            headers.append(
+                http::HeaderName::try_from(name).unwrap(),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        m.set_spin_headers(&mut headers);
+        let values: Vec<_> = headers
+            .get_all("spin-path-match-device-id")
+            .iter()
+            .collect();
+        assert_eq!(values, ["real"]);
+        assert!(!headers.contains_key("spin-full-url"));
+        assert_eq!(headers["host"], "x");
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::router::{Listener, Lookup};
 use crate::wolfssl::{self, TlsStream};
 
 const MAX_HEADERS: usize = 16;
+/// A connection whose requests are refused this many times in a row is closed: a SIM
+/// that works sends few requests, and one that does not should not keep a slot busy.
+const MAX_REFUSED_IN_A_ROW: u32 = 8;
 
 #[derive(Debug, Clone)]
 pub struct SimPortConfig {
@@ -103,25 +106,35 @@ async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
     let mut buf: Vec<u8> = Vec::with_capacity(cfg.message_limit);
     let mut chunk = [0u8; 512];
     let mut peer_closed = false;
+    let mut refused_in_a_row = 0;
     loop {
         match frame(&buf, cfg.message_limit) {
             Framed::Request { head_len, total } => {
                 let raw: Vec<u8> = buf.drain(..total).collect();
-                let (response, keep_open) = handle(&raw, head_len, caller, node).await;
-                if let Some((bytes, effects)) = response {
+                let served = handle(&raw, head_len, caller, node).await;
+                if let Some((bytes, effects)) = served.answer {
                     if stream.write_all(&bytes).await.is_err() {
                         node.platform.undo(effects).await;
                         return;
                     }
                     node.platform.commit(effects);
                 }
-                if !keep_open {
+                if !served.keep_open {
+                    return;
+                }
+                refused_in_a_row = if served.refused {
+                    refused_in_a_row + 1
+                } else {
+                    0
+                };
+                if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+                    note(node, caller, "refused_in_a_row");
                     return;
                 }
                 continue;
             }
             Framed::Refused(reason) => {
-                tracing::info!(iccid = caller.iccid, reason, "request refused");
+                note(node, caller, reason);
                 let _ = stream.write_all(&error_response(reason)).await;
                 return;
             }
@@ -145,21 +158,23 @@ fn frame(buf: &[u8], limit: usize) -> Framed {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(head_len)) => {
-            let mut content_length = 0usize;
+            let mut content_length = None;
             for h in req.headers.iter() {
+                // SIMs send bodies with a length; any transfer coding (chunked or not)
+                // is a framing this port does not speak.
                 if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     return Framed::Refused("chunked");
                 }
                 if h.name.eq_ignore_ascii_case("content-length") {
-                    match std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                    {
-                        Some(n) => content_length = n,
-                        None => return Framed::Refused("bad_request"),
+                    // Two lengths, even equal ones, are a request two parsers may
+                    // frame differently; refused rather than guessed.
+                    match (content_length, parse_content_length(h.value)) {
+                        (None, Some(n)) => content_length = Some(n),
+                        _ => return Framed::Refused("bad_content_length"),
                     }
                 }
             }
+            let content_length = content_length.unwrap_or(0);
             let total = head_len.saturating_add(content_length);
             if total > limit {
                 Framed::Refused("too_large")
@@ -175,41 +190,92 @@ fn frame(buf: &[u8], limit: usize) -> Framed {
     }
 }
 
+/// RFC 9110's `1*DIGIT`, nothing else: no sign, no inner space, not empty, no list.
+/// Surrounding blanks are the header's optional whitespace, not part of the value.
+fn parse_content_length(value: &[u8]) -> Option<usize> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0usize, |n, d| {
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })
+}
+
+/// Does the request leave the connection open? HTTP/1.1 unless `close`; HTTP/1.0
+/// only with `keep-alive`. `Connection` is a list, and may come more than once.
+fn keeps_open(req: &httparse::Request) -> bool {
+    let tokens = || {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
+    if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
+        return false;
+    }
+    req.version == Some(1) || tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
+/// Counts a refusal and logs it, at most once per SIM and reason per window.
+fn note(node: &Node, caller: &SimCaller, reason: &str) {
+    let log = &node.platform.sim_log;
+    log.count(reason);
+    if let Some(left_out) = log.admit(&caller.iccid, reason) {
+        tracing::info!(iccid = caller.iccid, reason, left_out, "request refused");
+    }
+}
+
 /// What to send (None: nothing) with what it commits once sent.
 type Answer = Option<(Vec<u8>, Vec<Effect>)>;
 
-/// Returns the response to send and whether the connection stays open.
-async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) -> (Answer, bool) {
+/// What one request came to.
+struct Served {
+    answer: Answer,
+    keep_open: bool,
+    /// Answered with a 404 (by the host or the function).
+    refused: bool,
+}
+
+impl Served {
+    fn refused(node: &Node, caller: &SimCaller, reason: &'static str, keep_open: bool) -> Self {
+        note(node, caller, reason);
+        Served {
+            answer: refusal(reason),
+            keep_open,
+            refused: true,
+        }
+    }
+}
+
+async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) -> Served {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // `frame` parsed these same bytes; a failure here would be a bug, answered like bad input.
     let (Ok(_), Some(method), Some(target)) = (req.parse(raw), req.method, req.path) else {
-        return (refusal("bad_request"), false);
+        return Served::refused(node, caller, "bad_request", false);
     };
-    let close = req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
-    });
+    let keep_open = keeps_open(&req);
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     let matched = match node.routes.lookup(Listener::Sim, method, path) {
         Lookup::Found(matched) => matched,
         Lookup::MethodNotAllowed | Lookup::NotFound => {
-            return (refusal("no_route"), !close);
+            return Served::refused(node, caller, "no_route", keep_open);
         }
     };
     let mut builder = http::Request::builder().method(method);
     let Ok(uri) = http::Uri::from_str(target) else {
-        return (refusal("bad_request"), !close);
+        return Served::refused(node, caller, "bad_request", keep_open);
     };
     builder = builder.uri(uri);
     for h in req.headers.iter() {
         builder = builder.header(h.name, h.value);
     }
-    for (name, value) in matched.spin_headers() {
-        builder = builder.header(name, value);
-    }
-    let Ok(request) = builder.body(Bytes::copy_from_slice(&raw[head_len..])) else {
-        return (refusal("bad_request"), !close);
+    let Ok(mut request) = builder.body(Bytes::copy_from_slice(&raw[head_len..])) else {
+        return Served::refused(node, caller, "bad_request", keep_open);
     };
+    matched.set_spin_headers(request.headers_mut());
     let component = &matched.route.component;
     let caller_for_fn = Caller::Sim(caller.clone());
     let response = match node
@@ -219,16 +285,29 @@ async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) ->
     {
         Ok(response) => response,
         Err(e) => {
-            tracing::warn!(
-                account = &*caller.account_id,
-                iccid = caller.iccid,
-                component,
-                "function failed: {e}"
-            );
-            return (refusal("function_failed"), !close);
+            let log = &node.platform.sim_log;
+            log.count("function_failed");
+            if let Some(left_out) = log.admit(&caller.iccid, "function_failed") {
+                tracing::warn!(
+                    account = &*caller.account_id,
+                    iccid = caller.iccid,
+                    component,
+                    left_out,
+                    "function failed: {e}"
+                );
+            }
+            return Served {
+                answer: refusal("function_failed"),
+                keep_open,
+                refused: true,
+            };
         }
     };
     let ok = response.status == http::StatusCode::OK;
+    if !ok {
+        // The function logged its own reason (thinned by the log capability).
+        node.platform.sim_log.count("function_refused");
+    }
     let content_type = response
         .content_type
         .as_ref()
@@ -237,18 +316,32 @@ async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) ->
     let bytes = serialize(ok, content_type, &response.body);
     if bytes.len() > node.sim_port.message_limit {
         // The contract: an oversized answer is not sent at all, the connection closes,
-        // and the incident is a WARNING with the route and size.
-        tracing::warn!(
-            iccid = caller.iccid,
-            route = %format!("{method} {path}"),
-            size = bytes.len(),
-            limit = node.sim_port.message_limit,
-            "response over the SIM message limit not sent"
-        );
+        // and the incident is a WARNING with the route and size (once per SIM and
+        // window: the SIM can ask again as often as it likes).
+        let log = &node.platform.sim_log;
+        log.count("response_too_large");
+        if let Some(left_out) = log.admit(&caller.iccid, "response_too_large") {
+            tracing::warn!(
+                iccid = caller.iccid,
+                route = %format!("{method} {path}"),
+                size = bytes.len(),
+                limit = node.sim_port.message_limit,
+                left_out,
+                "response over the SIM message limit not sent"
+            );
+        }
         node.platform.undo(response.effects).await;
-        return (None, false);
+        return Served {
+            answer: None,
+            keep_open: false,
+            refused: true,
+        };
     }
-    (Some((bytes, response.effects)), !close)
+    Served {
+        answer: Some((bytes, response.effects)),
+        keep_open,
+        refused: !ok,
+    }
 }
 
 fn refusal(reason: &str) -> Answer {
@@ -300,6 +393,68 @@ mod tests {
         ));
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(frame(chunked, 250), Framed::Refused("chunked")));
+    }
+
+    #[test]
+    fn content_length_is_one_plain_number() {
+        let with = |headers: &str| format!("POST /v1/dev/a HTTP/1.1\r\n{headers}\r\nhello");
+        for good in [
+            "Content-Length: 5\r\n",
+            "Content-Length:  5 \r\n",
+            "Content-Length: 005\r\n",
+        ] {
+            let req = with(good);
+            assert!(
+                matches!(frame(req.as_bytes(), 250), Framed::Request { total, .. } if total == req.len()),
+                "{good:?}"
+            );
+        }
+        for bad in [
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: 5\r\nContent-Length: 0\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: -5\r\n",
+            "Content-Length: 5 5\r\n",
+            "Content-Length: 5,5\r\n",
+            "Content-Length: 0x5\r\n",
+            "Content-Length: \r\n",
+            "Content-Length: 99999999999999999999999\r\n",
+        ] {
+            assert!(
+                matches!(
+                    frame(with(bad).as_bytes(), 250),
+                    Framed::Refused("bad_content_length")
+                ),
+                "{bad:?}"
+            );
+        }
+        for coding in ["chunked", "gzip", "identity"] {
+            let req = with(&format!(
+                "Transfer-Encoding: {coding}\r\nContent-Length: 5\r\n"
+            ));
+            assert!(
+                matches!(frame(req.as_bytes(), 250), Framed::Refused("chunked")),
+                "{coding}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_http_1_1_or_keep_alive_keeps_the_connection_open() {
+        let open = |raw: &str| {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            req.parse(raw.as_bytes()).unwrap();
+            keeps_open(&req)
+        };
+        assert!(open("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!open("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!open("GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n"));
+        assert!(!open("GET / HTTP/1.0\r\n\r\n"));
+        assert!(open("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!open(
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
+        ));
     }
 
     #[test]

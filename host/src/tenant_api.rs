@@ -116,7 +116,13 @@ pub async fn handle(
         }
     }
     match (api, method) {
-        (Api::Metrics, &Method::GET) => answer(StatusCode::OK, node.runtime.metrics()),
+        (Api::Metrics, &Method::GET) => {
+            let mut metrics = node.runtime.metrics();
+            if let Some(fields) = metrics.as_object_mut() {
+                fields.insert("sim_refusals".into(), node.platform.sim_log.metrics());
+            }
+            answer(StatusCode::OK, metrics)
+        }
         (Api::Accounts, &Method::GET) => match store.accounts().await {
             Ok(accounts) => answer(StatusCode::OK, json!({ "accounts": accounts })),
             Err(e) => unavailable(e),

@@ -334,7 +334,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         operator_key: &operator_key,
         operator_file: operator_file.as_deref(),
         cert_path: &cert_path,
-        demo: node.psks.sim(DEMO_ICCID).is_some(),
+        // Only while the demo SIM is there with its public key: an operator who put
+        // a real key on that ICCID, or a node that made no demo, prints no demo key.
+        demo: node.psks.holds(DEMO_ICCID, &demo_psk())
+            && node
+                .psks
+                .sim(DEMO_ICCID)
+                .is_some_and(|sim| &*sim.account_id == DEMO_ACCOUNT),
         broker: &broker.description,
         broker_endpoint: broker_addr,
     });

@@ -568,3 +568,56 @@ pub async fn demo_wolf(node: &Node) -> wolfssl::TlsStream {
         .await
         .unwrap()
 }
+
+/// A raw TLS 1.3 connection to the admin port, trusting the node's own certificate:
+/// for bytes curl would not send (ambiguous lengths, forged headers).
+pub async fn admin_tls(node: &Node) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let pem = std::fs::read(node.data_dir.join("admin-cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&node.admin).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// What the admin port answered to `request` on a fresh connection, and whether it
+/// closed the connection within `wait` afterwards.
+pub async fn admin_raw_exchange(node: &Node, request: &[u8], wait: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut tls = admin_tls(node).await;
+    tls.write_all(request).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(wait, tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// The Basic credentials header value of the operator pair.
+pub fn operator_basic() -> String {
+    use base64::Engine as _;
+    let pair = format!("{OPERATOR_KEY}:{OPERATOR_SECRET}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}

@@ -72,6 +72,8 @@ pub struct Platform {
     /// Wakes whoever follows each counter: local changes announce themselves here
     /// at once, other nodes' through the database.
     pub changes: Arc<Changes>,
+    /// Refusals and function log lines of SIM requests: counted, and thinned per SIM.
+    pub sim_log: crate::sim_log::SimLog,
     /// The store's PSK revision the cache holds; one sync at a time.
     psk_sync: tokio::sync::Mutex<i64>,
 }
@@ -89,6 +91,7 @@ impl Platform {
             psks,
             broker,
             changes: Arc::default(),
+            sim_log: crate::sim_log::SimLog::default(),
             psk_sync: tokio::sync::Mutex::new(0),
         }
     }
