@@ -99,7 +99,8 @@ impl Gate {
         serde_json::json!({
             "held": self.held(),
             "max": self.max_total,
-            "max_per_address": self.max_per_addr,
+            // null: no cap per address.
+            "max_per_address": (self.max_per_addr != usize::MAX).then_some(self.max_per_addr),
             "refused": self.refused(),
         })
     }
