@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capabilities::Caller;
+use crate::guard::{Deadline, RequestBody};
 use crate::node::{Node, accept_loop, serve_http1};
 use crate::router::{Listener, Lookup};
 use crate::tenant_api;
@@ -37,28 +38,40 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let limits = node.limits.clone();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Also bounds the wait for the next request on a kept-alive connection: hyper
+        // starts this timer as soon as it waits for a request head.
+        .header_read_timeout(limits.admin_header_timeout)
+        // Request heads are a line and a few headers; hyper's default lets one
+        // connection buffer ~400 KB before refusing.
+        .max_buf_size(64 << 10);
+    let builder = Arc::new(builder.http1_only());
     accept_loop(
         "admin",
         listener,
+        limits.admin.clone(),
         shutdown.clone(),
         tasks,
         move |tcp, peer| {
             let (tls, node, shutdown) = (tls.clone(), node.clone(), shutdown.clone());
+            let builder = builder.clone();
             async move {
-                let stream =
-                    match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp))
-                        .await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => return tracing::debug!(%peer, "admin handshake failed: {e}"),
-                        Err(_) => return tracing::debug!(%peer, "admin handshake timed out"),
-                    };
-                let service = hyper::service::service_fn(move |req| {
+                let timeout = node.limits.admin_header_timeout;
+                let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return tracing::debug!(%peer, "admin handshake failed: {e}"),
+                    Err(_) => return tracing::debug!(%peer, "admin handshake timed out"),
+                };
+                let body_timeout = node.limits.admin_body_timeout;
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let node = node.clone();
+                    let req = req.map(|body| Deadline::new(body, body_timeout));
                     async move { Ok::<_, Infallible>(handle(&node, peer, req).await) }
                 });
-                let builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
                 let served = serve_http1(&builder, TokioIo::new(stream), service, &shutdown).await;
                 if let Err(e) = served {
                     tracing::debug!(%peer, "admin connection: {e}");
@@ -79,7 +92,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == "/healthz" && req.method() == Method::GET {
         return text(StatusCode::OK, "ok");
@@ -119,6 +132,7 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
             Ok(body) => {
                 tenant_api::handle(node, &caller, api, &method, &query, body.to_bytes()).await
             }
+            Err(e) if crate::guard::timed_out(&*e) => tenant_api::too_slow(),
             Err(_) => tenant_api::too_large(),
         };
         return json_answer(answer);
@@ -146,6 +160,9 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> R
     }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
+        Err(e) if crate::guard::timed_out(&*e) => {
+            return text(StatusCode::REQUEST_TIMEOUT, "body too slow");
+        }
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
     };
     match node
@@ -211,7 +228,7 @@ fn closing(mut response: Response<Body>) -> Response<Body> {
 
 /// Who the request's HTTP Basic credentials name: the operator pair, or one of an
 /// account's tenant keys. None: missing or wrong.
-async fn principal(node: &Node, req: &Request<Incoming>) -> Option<Caller> {
+async fn principal(node: &Node, req: &Request<RequestBody>) -> Option<Caller> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value
         .strip_prefix("Basic ")
@@ -260,7 +277,7 @@ fn ndjson(
     node: &Arc<Node>,
     component: String,
     parts: http::request::Parts,
-    mut body: Incoming,
+    mut body: RequestBody,
     batch: usize,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(4);

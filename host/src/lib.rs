@@ -6,6 +6,7 @@ pub mod broker;
 pub mod capabilities;
 pub mod commands;
 pub mod components;
+pub mod guard;
 pub mod identity;
 pub mod node;
 pub mod psk_cache;

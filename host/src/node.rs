@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin_port::AdminAccess;
 use crate::capabilities::Platform;
+use crate::guard::{Gate, Throttle};
 use crate::psk_cache::PskCache;
 use crate::router::RouteTable;
 use crate::runtime::{CallLimits, Runtime};
@@ -31,12 +32,43 @@ pub struct Node {
     pub tenant_sync: tokio::sync::Mutex<TenantSync>,
     /// Answers brokers' questions (on the broker endpoint and the admin port).
     pub authority: Arc<crate::broker::authority::Authority>,
+    /// Connection caps, timeouts and refusal counts of every listener.
+    pub limits: Arc<crate::guard::Limits>,
 }
 
-/// Accepts connections until `shutdown` is cancelled, each served by its own tracked task.
+impl Node {
+    /// The admin port's `/metrics`: function counters and the listeners' caps.
+    pub fn metrics(&self) -> serde_json::Value {
+        let mut metrics = self.runtime.metrics();
+        if let Some(all) = metrics.as_object_mut() {
+            all.insert("connections".into(), self.limits.metrics());
+            all.insert("sim_refusals".into(), self.platform.sim_log.metrics());
+        }
+        metrics
+    }
+}
+
+/// Binds a listener with room for `backlog` connections not yet accepted. A cell's
+/// SIMs reconnect together after an outage; with the usual 128 some of them would
+/// wait for a SYN retransmit (a second or more). The kernel caps the queue at
+/// net.core.somaxconn.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Accepts connections until `shutdown` is cancelled, each served by its own tracked
+/// task while it holds a place at `gate`; one over a cap is closed at once, so the
+/// accept queue keeps draining in a storm.
 pub async fn accept_loop<F, Fut>(
     port: &'static str,
     listener: TcpListener,
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     serve: F,
@@ -44,17 +76,33 @@ pub async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let failures = Throttle::new(Duration::from_secs(10));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    tasks.spawn(serve(tcp, peer));
+                    let Some(permit) = gate.admit(peer.ip()) else {
+                        continue;
+                    };
+                    let served = serve(tcp, peer);
+                    tasks.spawn(async move {
+                        served.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("{port} port accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Some(count) = failures.fire() {
+                        tracing::warn!(failures = count, "{port} port accept failed: {e}");
+                    }
+                    // Out of descriptors or memory: back off instead of spinning; the
+                    // connections waiting in the queue wait a little longer.
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             },
         }

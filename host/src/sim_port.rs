@@ -40,6 +40,7 @@ pub async fn serve(
     accept_loop(
         "sim",
         listener,
+        node.limits.sim.clone(),
         shutdown.clone(),
         tasks,
         move |tcp, peer| {
@@ -57,9 +58,23 @@ pub async fn serve(
 
 async fn connection(tcp: TcpStream, peer: SocketAddr, tls: &wolfssl::Server, node: &Node) {
     let _ = tcp.set_nodelay(true);
+    // A handshake costs a stranger nothing: cap them per address and in total, and
+    // close the connection over a cap at once rather than queue it.
+    let Some(pending) = node.limits.sim_handshakes.admit(peer.ip()) else {
+        return;
+    };
     let revision_before = node.psks.revision();
-    let mut stream = match tls.accept(tcp).await {
+    let accepted = tls.accept(tcp).await;
+    drop(pending);
+    let mut stream = match accepted {
         Ok(stream) => stream,
+        Err(wolfssl::TlsError::Refused(refusal)) => {
+            // What the client offers, not who it is: safe to say, and the operator's
+            // clue when the port is configured narrower than the SIMs.
+            node.limits.count_refused_hello(refusal);
+            tracing::debug!(%peer, reason = refusal.reason(), "sim handshake refused");
+            return;
+        }
         Err(e) => {
             tracing::debug!(%peer, "sim handshake failed: {e}");
             return;

@@ -82,6 +82,11 @@ pub fn too_large() -> Answer {
     )
 }
 
+/// The body did not arrive within the admin port's body deadline.
+pub fn too_slow() -> Answer {
+    error(StatusCode::REQUEST_TIMEOUT, "body too slow".to_owned())
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Answer {
     tracing::error!("admin API: {e}");
     error(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -116,13 +121,7 @@ pub async fn handle(
         }
     }
     match (api, method) {
-        (Api::Metrics, &Method::GET) => {
-            let mut metrics = node.runtime.metrics();
-            if let Some(fields) = metrics.as_object_mut() {
-                fields.insert("sim_refusals".into(), node.platform.sim_log.metrics());
-            }
-            answer(StatusCode::OK, metrics)
-        }
+        (Api::Metrics, &Method::GET) => answer(StatusCode::OK, node.metrics()),
         (Api::Accounts, &Method::GET) => match store.accounts().await {
             Ok(accounts) => answer(StatusCode::OK, json!({ "accounts": accounts })),
             Err(e) => unavailable(e),

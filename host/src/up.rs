@@ -20,6 +20,7 @@ use crate::broker::{
 };
 use crate::capabilities::{Platform, PskChange};
 use crate::components;
+use crate::guard::{self, Budget, Gate, Limits};
 use crate::node::Node;
 use crate::psk_cache::PskCache;
 use crate::router::RouteTable;
@@ -137,6 +138,35 @@ pub struct UpArgs {
     /// beside this executable.
     #[arg(long)]
     pub mqtt_plugin: Option<PathBuf>,
+    /// Connections the SIM and admin ports may have waiting to be accepted (the kernel
+    /// caps it at net.core.somaxconn): room for a cell's SIMs reconnecting at once.
+    #[arg(long, default_value_t = 4096)]
+    pub listen_backlog: u32,
+    /// SIM connections at once. Default: what the open-file limit leaves after the
+    /// reserve and the admin and broker ports' shares.
+    #[arg(long)]
+    pub max_sim_connections: Option<usize>,
+    /// SIM handshakes in progress at once (connections not yet authenticated).
+    #[arg(long, default_value_t = 4096)]
+    pub max_sim_handshakes: usize,
+    /// SIM handshakes in progress from one address (an IPv6 /64); many SIMs may share
+    /// one carrier gateway address, so not too low.
+    #[arg(long, default_value_t = 256)]
+    pub max_sim_handshakes_per_addr: usize,
+    /// Admin connections at once. Default: an eighth of the open-file limit, at most 1024.
+    #[arg(long)]
+    pub max_admin_connections: Option<usize>,
+    /// Admin connections from one address (an IPv6 /64).
+    #[arg(long, default_value_t = 64)]
+    pub max_admin_connections_per_addr: usize,
+    /// An admin connection must finish its TLS handshake, and send each request head,
+    /// within this; also how long a kept-alive admin connection may sit idle.
+    #[arg(long, default_value_t = 10_000)]
+    pub admin_header_timeout_ms: u64,
+    /// An admin request body must arrive within this, plus one second per 16 KiB
+    /// received (so large uploads at a modest rate go through and a drip does not).
+    #[arg(long, default_value_t = 30_000)]
+    pub admin_body_timeout_ms: u64,
     /// Do not create the demo account and SIM on first start (SQLite).
     #[arg(long, conflicts_with = "demo")]
     pub no_demo: bool,
@@ -190,6 +220,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&key_path);
         secrets::write_private(&key_path, &broker_key)?;
     }
+    let limits = Arc::new(connection_limits(&args));
     let broker_listener = bind_broker_endpoint(args.broker_listen).await?;
     let broker_addr = broker_listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -197,6 +228,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tasks.spawn(endpoint::serve(
         broker_listener,
         authority.clone(),
+        limits.broker.clone(),
         shutdown.clone(),
         tasks.clone(),
     ));
@@ -291,14 +323,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         tenant_sync: Default::default(),
         authority,
+        limits,
     });
 
     let tenant_functions = crate::tenant_api::sync_tenants(&node, None).await?;
-    let sim_listener = TcpListener::bind(args.sim_listen)
-        .await
+    let sim_listener = crate::node::bind(args.sim_listen, args.listen_backlog)
         .with_context(|| format!("binding the SIM port {}", args.sim_listen))?;
-    let admin_listener = TcpListener::bind(args.admin_listen)
-        .await
+    let admin_listener = crate::node::bind(args.admin_listen, args.listen_backlog)
         .with_context(|| format!("binding the admin port {}", args.admin_listen))?;
     let sim_addr = sim_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -375,6 +406,44 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     node.platform.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The listeners' caps: raises the open-file limit as far as allowed and shares it
+/// out, keeping a reserve no port can take.
+fn connection_limits(args: &UpArgs) -> Limits {
+    let nofile = guard::raise_nofile_limit();
+    let budget = Budget::split(
+        nofile,
+        args.max_sim_connections,
+        args.max_admin_connections,
+        None,
+    );
+    if !budget.fits() {
+        tracing::warn!(
+            nofile,
+            sim = budget.sim_connections,
+            admin = budget.admin_connections,
+            "the connection caps given exceed the open-file limit: a flood may exhaust descriptors"
+        );
+    }
+    tracing::debug!(?budget, "connection caps");
+    Limits::new(
+        Gate::new("sim connections", budget.sim_connections, usize::MAX),
+        Gate::new(
+            "sim handshakes",
+            args.max_sim_handshakes.min(budget.sim_connections),
+            args.max_sim_handshakes_per_addr,
+        ),
+        Gate::new(
+            "admin connections",
+            budget.admin_connections,
+            args.max_admin_connections_per_addr,
+        ),
+        // Brokers ask from a few addresses, usually one loopback address.
+        Gate::new("broker connections", budget.broker_connections, usize::MAX),
+        Duration::from_millis(args.admin_header_timeout_ms),
+        Duration::from_millis(args.admin_body_timeout_ms),
+    )
 }
 
 /// Other nodes' PSK and tenant-function changes reach this node's cache and runtime.

@@ -282,6 +282,11 @@ impl Node {
         self.sim.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    /// The node's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     pub fn log(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }

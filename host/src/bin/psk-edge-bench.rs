@@ -300,7 +300,9 @@ async fn open(shared: &Shared, index: u64) -> Result<TlsStream, Failure> {
     wolfssl::connect(tcp, &config).await.map_err(|e| match e {
         TlsError::Timeout => Failure::Timeout,
         TlsError::Io(_) => Failure::Io,
-        TlsError::Handshake { .. } | TlsError::Config(_) => Failure::Handshake,
+        TlsError::Handshake { .. } | TlsError::Config(_) | TlsError::Refused(_) => {
+            Failure::Handshake
+        }
     })
 }
 

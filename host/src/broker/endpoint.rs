@@ -13,6 +13,7 @@ use broker_policy::{AclRequest, AuthRequest};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use super::authority::Authority;
+use crate::guard::{Deadline, Gate, RequestBody};
 use crate::node::{accept_loop, serve_http1};
 
 pub const AUTH_PATH: &str = "/broker/v1/auth";
@@ -30,6 +32,8 @@ const MAX_BODY: usize = 16 << 10;
 /// A broker's connection idle this long between questions (or one sending a request
 /// head this slowly) is closed; the plugin reconnects on its next question.
 const READ_HEADER: Duration = Duration::from_secs(60);
+/// A question's body is sent in one go right behind its head.
+const READ_BODY: Duration = Duration::from_secs(10);
 
 /// Is this request for the broker endpoint (and so answered by [`handle`])?
 pub fn is_broker_path(path: &str) -> bool {
@@ -53,15 +57,13 @@ fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     )
 }
 
-fn bearer(req: &Request<hyper::body::Incoming>) -> Option<&str> {
+fn bearer(req: &Request<RequestBody>) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn body<T: DeserializeOwned>(
-    req: Request<hyper::body::Incoming>,
-) -> Result<T, Response<Full<Bytes>>> {
+async fn body<T: DeserializeOwned>(req: Request<RequestBody>) -> Result<T, Response<Full<Bytes>>> {
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Zeroizing::new(collected.to_bytes().to_vec()),
         Err(_) => return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large")),
@@ -75,10 +77,7 @@ async fn body<T: DeserializeOwned>(
 }
 
 /// Answers one broker question.
-pub async fn handle(
-    authority: &Authority,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
+pub async fn handle(authority: &Authority, req: Request<RequestBody>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path != AUTH_PATH && path != ACL_PATH {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -136,20 +135,23 @@ impl Drop for Asked {
 pub async fn serve(
     listener: TcpListener,
     authority: Arc<Authority>,
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
     accept_loop(
         "broker",
         listener,
+        gate,
         shutdown.clone(),
         tasks,
         move |tcp, peer: SocketAddr| {
             let (authority, shutdown) = (authority.clone(), shutdown.clone());
             async move {
                 let _ = tcp.set_nodelay(true);
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let authority = authority.clone();
+                    let req = req.map(|body| Deadline::new(body, READ_BODY));
                     async move { Ok::<_, Infallible>(handle(&authority, req).await) }
                 });
                 let mut builder =

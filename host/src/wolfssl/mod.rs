@@ -106,6 +106,32 @@ pub enum TlsError {
     Handshake { code: i32, reason: String },
     #[error("TLS configuration: {0}")]
     Config(String),
+    /// Refused from the ClientHello alone, with a `handshake_failure` alert; never
+    /// because of the identity or the key, so it tells nothing about either.
+    #[error("TLS handshake refused: {}", .0.reason())]
+    Refused(Refusal),
+}
+
+/// Why a ClientHello was refused before wolfSSL saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client offers none of the port's cipher suites.
+    NoSharedSuite,
+    /// The client offers none of the port's PSK key exchange modes.
+    KexNotAllowed,
+    /// The ClientHello claims or takes more bytes than any SIM's.
+    HelloTooLarge,
+}
+
+impl Refusal {
+    /// A short name for logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NoSharedSuite => "no_shared_suite",
+            Refusal::KexNotAllowed => "kex_mode_not_allowed",
+            Refusal::HelloTooLarge => "client_hello_too_large",
+        }
+    }
 }
 
 /// An established TLS 1.3 connection, server or client side.

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use wolfssl_sys as ffi;
 use zeroize::Zeroizing;
 
-use super::hello::{self, Scan};
+use super::hello::{self, Policy, Scan};
 use super::{Engine, KeyExchange, PskLookup, ServerConfig, TlsError, TlsStream};
 
 // `Server` is shared between tasks on several threads; that needs wolfSSL's own locking.
@@ -49,6 +49,7 @@ pub struct Server {
     ctx: Ctx,
     lookup: Arc<dyn PskLookup>,
     handshake_timeout: Duration,
+    policy: Policy,
 }
 
 struct Ctx(NonNull<ffi::WOLFSSL_CTX>);
@@ -71,6 +72,14 @@ impl Server {
     /// callback, no session tickets.
     pub fn new(cfg: ServerConfig, lookup: Arc<dyn PskLookup>) -> Result<Self, TlsError> {
         init();
+        let policy = Policy {
+            suites: hello::suite_numbers(&cfg.cipher_list),
+            kex_modes: match cfg.key_exchange {
+                KeyExchange::Both => None,
+                KeyExchange::PskKe => Some(vec![hello::PSK_KE]),
+                KeyExchange::PskDheKe => Some(vec![hello::PSK_DHE_KE]),
+            },
+        };
         let cipher_list = CString::new(cfg.cipher_list)
             .map_err(|_| TlsError::Config("cipher list contains a NUL byte".into()))?;
         // SAFETY: `wolfSSL_CTX_new` takes ownership of the method (and frees it on failure).
@@ -121,6 +130,7 @@ impl Server {
             ctx,
             lookup,
             handshake_timeout: cfg.handshake_timeout,
+            policy,
         })
     }
 
@@ -131,9 +141,9 @@ impl Server {
             .unwrap_or(Err(TlsError::Timeout))
     }
 
-    async fn handshake(&self, tcp: TcpStream) -> Result<TlsStream, TlsError> {
-        let mut session = Session::new(&self.ctx, tcp, Arc::clone(&self.lookup))?;
-        session.read_client_hello().await?;
+    async fn handshake(&self, mut tcp: TcpStream) -> Result<TlsStream, TlsError> {
+        let hello = read_client_hello(&mut tcp, &self.policy).await?;
+        let mut session = Session::new(&self.ctx, tcp, Arc::clone(&self.lookup), hello)?;
         // SAFETY: `ssl` is the session's live SSL object (see `Session::drive`).
         let accepted = session
             .drive(|ssl| unsafe { ffi::wolfSSL_accept(ssl) })
@@ -159,6 +169,58 @@ impl Server {
 /// A plaintext fatal `handshake_failure` alert record (RFC 8446 §6): nothing was
 /// negotiated yet, so it goes out unencrypted.
 const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 40];
+
+/// What was read of a connection before wolfSSL takes it over.
+struct Hello {
+    /// Every byte read so far: the ClientHello and whatever followed it.
+    input: BytesMut,
+    /// The peer closed its sending side.
+    eof: bool,
+    /// Raw identities from the ClientHello's `pre_shared_key` extension.
+    offered: Vec<Vec<u8>>,
+}
+
+/// Reads until the whole ClientHello is buffered (or it is clearly not one) and
+/// records the raw PSK identities it offers; wolfSSL then reads the same bytes. Runs
+/// before any wolfSSL object exists, so a peer that connects and stalls holds only
+/// its socket and at most a few KiB here (see `hello::MAX_HELLO_BYTES`).
+async fn read_client_hello(tcp: &mut TcpStream, policy: &Policy) -> Result<Hello, TlsError> {
+    let mut input = BytesMut::new();
+    let mut eof = false;
+    loop {
+        let refused = match hello::scan(&input, policy) {
+            Scan::Done(offered) => {
+                return Ok(Hello {
+                    input,
+                    eof,
+                    offered,
+                });
+            }
+            Scan::NeedMore if eof => {
+                return Ok(Hello {
+                    input,
+                    eof,
+                    offered: Vec::new(),
+                });
+            }
+            Scan::NeedMore => {
+                // A SIM's whole hello fits the first read.
+                input.reserve(1024);
+                if tcp.read_buf(&mut input).await? == 0 {
+                    eof = true;
+                }
+                continue;
+            }
+            Scan::NoPsk => TlsError::Handshake {
+                code: 0,
+                reason: "the client offered no PSK".into(),
+            },
+            Scan::Refused(refusal) => TlsError::Refused(refusal),
+        };
+        tcp.write_all(&HANDSHAKE_FAILURE_ALERT).await?;
+        return Err(refused);
+    }
+}
 
 fn handshake_error(code: c_int) -> TlsError {
     TlsError::Handshake {
@@ -230,13 +292,18 @@ impl Drop for Session {
 }
 
 impl Session {
-    fn new(ctx: &Ctx, tcp: TcpStream, lookup: Arc<dyn PskLookup>) -> Result<Self, TlsError> {
+    fn new(
+        ctx: &Ctx,
+        tcp: TcpStream,
+        lookup: Arc<dyn PskLookup>,
+        hello: Hello,
+    ) -> Result<Self, TlsError> {
         let io = NonNull::from(Box::leak(Box::new(Io {
-            input: BytesMut::with_capacity(4096),
+            input: hello.input,
             output: Vec::with_capacity(1024),
-            eof: false,
+            eof: hello.eof,
             lookup,
-            offered: Vec::new(),
+            offered: hello.offered,
             last: None,
         })));
         // SAFETY: the CTX is valid for the duration of the call; the SSL takes a reference.
@@ -273,30 +340,6 @@ impl Session {
         // SAFETY: `io` is valid until `Drop`; `&mut self` excludes any other Rust
         // reference, and no wolfSSL call runs while this borrow lives.
         (&mut self.tcp, unsafe { self.io.as_mut() })
-    }
-
-    /// Reads until the whole ClientHello is buffered (or it is clearly not one) and
-    /// records the raw PSK identities it offers. wolfSSL then reads the same bytes.
-    async fn read_client_hello(&mut self) -> Result<(), TlsError> {
-        loop {
-            let (_, io) = self.parts();
-            match hello::scan(&io.input) {
-                Scan::Done(identities) => {
-                    io.offered = identities;
-                    return Ok(());
-                }
-                Scan::NoPsk => {
-                    io.output.extend_from_slice(&HANDSHAKE_FAILURE_ALERT);
-                    self.flush().await?;
-                    return Err(TlsError::Handshake {
-                        code: 0,
-                        reason: "the client offered no PSK".into(),
-                    });
-                }
-                Scan::NeedMore if io.eof => return Ok(()),
-                Scan::NeedMore => self.fill().await?,
-            }
-        }
     }
 
     /// Reads whatever the socket has into the input buffer; notes EOF.
