@@ -454,3 +454,46 @@ async fn a_sim_sending_refused_requests_is_cut_off_and_the_log_stays_short() {
     assert_eq!(count("function_refused"), 4 * connections, "{metrics}");
     assert_eq!(count("refused_in_a_row"), connections, "{metrics}");
 }
+
+#[tokio::test]
+async fn a_request_dripped_byte_by_byte_is_cut_off_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(dir.path())
+        .arg("--request-timeout-ms")
+        .arg("1500")
+        .start()
+        .await;
+    let request = get("drip", DEMO_ICCID);
+    let mut s = demo_wolf(&node).await;
+    let started = std::time::Instant::now();
+    // One byte every 200 ms: each read comes well within the idle timeout (30 s), yet
+    // the whole request would take ~12 s.
+    let mut cut_after = None;
+    for byte in request.as_bytes() {
+        if s.write_all(&[*byte]).await.is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        if closed_within(&mut s, Duration::from_millis(200)).await {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut_after = cut_after.expect("the dripped request was never cut off");
+    assert!(
+        cut_after >= Duration::from_millis(1400) && cut_after < Duration::from_millis(3000),
+        "cut off after {cut_after:?}, not at the 1.5 s deadline"
+    );
+    // A request sent whole on a fresh connection is served as before, and the drip counted.
+    let mut s = demo_wolf(&node).await;
+    assert_eq!(exchange(&mut s, &post("drip", DEMO_ICCID)).await[0].0, 200);
+    let (_, metrics) = node.admin("GET", "/metrics", None).await;
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    let slow = metrics["sim_refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "request_too_slow")
+        .map_or(0, |r| r["count"].as_u64().unwrap());
+    assert_eq!(slow, 1, "{metrics}");
+}

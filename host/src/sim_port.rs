@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +27,9 @@ pub struct SimPortConfig {
     pub message_limit: usize,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// A request must arrive whole within this long of its first byte: a SIM sends
+    /// ≤ 250 bytes at once, and a drip of a byte every few seconds must not hold a slot.
+    pub request_timeout: Duration,
 }
 
 /// Accepts SIM connections until `shutdown` is cancelled.
@@ -122,10 +125,14 @@ async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
     let mut chunk = [0u8; 512];
     let mut peer_closed = false;
     let mut refused_in_a_row = 0;
+    // When the request now arriving began (its first byte), if one is.
+    let mut began: Option<Instant> = None;
     loop {
         match frame(&buf, cfg.message_limit) {
             Framed::Request { head_len, total } => {
                 let raw: Vec<u8> = buf.drain(..total).collect();
+                // A pipelined next request began no later than now.
+                began = (!buf.is_empty()).then(Instant::now);
                 let served = handle(&raw, head_len, caller, node).await;
                 if let Some((bytes, effects)) = served.answer {
                     if stream.write_all(&bytes).await.is_err() {
@@ -157,10 +164,23 @@ async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
             Framed::Incomplete => {}
         }
         let room = (cfg.message_limit + 1 - buf.len()).min(chunk.len());
-        match tokio::time::timeout(cfg.idle_timeout, stream.read(&mut chunk[..room])).await {
+        let wait = match began {
+            Some(at) => cfg.request_timeout.saturating_sub(at.elapsed()),
+            None => cfg.idle_timeout,
+        };
+        match tokio::time::timeout(wait, stream.read(&mut chunk[..room])).await {
             Ok(Ok(0)) => peer_closed = true,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => {
+                began.get_or_insert_with(Instant::now);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok(Err(_)) => return,
+            Err(_) => {
+                if began.is_some() {
+                    note(node, caller, "request_too_slow");
+                }
+                return;
+            }
         }
     }
 }

@@ -100,6 +100,9 @@ pub struct UpArgs {
     /// A SIM connection idle this many milliseconds between requests is closed.
     #[arg(long, default_value_t = 30_000)]
     pub idle_timeout_ms: u64,
+    /// A SIM request must arrive whole within this many milliseconds of its first byte.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
     /// Deadline for a function serving a SIM request.
     #[arg(long, default_value_t = 500)]
     pub fn_deadline_ms: u64,
@@ -306,6 +309,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         sim_port: SimPortConfig {
             message_limit: args.message_limit,
             idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
         },
         sim_limits: CallLimits {
             deadline: Duration::from_millis(args.fn_deadline_ms),
