@@ -127,6 +127,15 @@ impl NodeBuilder {
         self
     }
 
+    /// No operator pair in the node's environment: the node generates
+    /// DATA_DIR/operator.secret on first start and reads it on the next, and the
+    /// project's `AdminClient` finds it there.
+    pub fn operator_from_file(mut self) -> Self {
+        self.envs
+            .retain(|(k, _)| !k.starts_with("PSK_EDGE_OPERATOR_"));
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.envs.push((key.into(), value.into()));
         self
@@ -161,6 +170,8 @@ impl NodeBuilder {
             .env("RUST_LOG", "info")
             .env_remove("PSK_EDGE_MASTER_KEY")
             .env_remove("PSK_EDGE_MQTT_URL")
+            .env_remove("PSK_EDGE_OPERATOR_KEY")
+            .env_remove("PSK_EDGE_OPERATOR_SECRET")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -314,6 +325,19 @@ impl Node {
             .expect("node did not stop within 10 s")
             .unwrap();
         (started.elapsed(), status)
+    }
+
+    /// SIGKILL: no shutdown path runs, as when the machine's OOM killer or an operator's
+    /// `kill -9` ends the process. Returns once the process is gone.
+    pub async fn kill(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().unwrap() as i32;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("node did not die within 10 s of SIGKILL")
+            .unwrap()
     }
 
     /// `curl` against the admin port, trusting the node's own certificate.
