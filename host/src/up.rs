@@ -362,6 +362,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tasks.clone(),
     ));
 
+    let stop = stop_signal()?;
     print_banner(&Banner {
         data_dir,
         sim_addr,
@@ -394,7 +395,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "ready"
     );
 
-    wait_for_signal().await?;
+    stop.await;
     tracing::info!("stopping");
     shutdown.cancel();
     tasks.close();
@@ -407,7 +408,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(managed) = broker.managed {
         managed.stop().await;
     }
-    node.platform.store.close().await;
+    // A task still holding a connection past the grace period would make close wait
+    // for it forever; the process ends either way, and SQLite's WAL needs no goodbye.
+    if tokio::time::timeout(Duration::from_secs(2), node.platform.store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("store connections still in use after 2 s; stopping anyway");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -598,15 +606,18 @@ async fn start_broker(
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// SIGTERM or SIGINT, caught from the moment this returns: called before the node says
+/// it is ready, so a stop sent right after that line still stops it gracefully.
+fn stop_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
