@@ -8,7 +8,7 @@
 
 use sqlx::Row;
 
-use super::{Counter, Store, StoreError, now};
+use super::{Counter, InsertFailure, Store, StoreError, now};
 
 /// What a broker username belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,19 +253,11 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                return Err(
-                    if db.message().contains("client_id") || db.message().contains("username") {
-                        CreateAppError::NameClash
-                    } else {
-                        CreateAppError::Exists
-                    },
-                );
-            }
-            Err(e) => return Err(StoreError::from(e).into()),
-        }
+        inserted.map_err(|e| match InsertFailure::from(e) {
+            InsertFailure::NameClash => CreateAppError::NameClash,
+            InsertFailure::Exists => CreateAppError::Exists,
+            InsertFailure::Store(e) => CreateAppError::Store(e),
+        })?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::accounts::parse_expiration;
-use super::{Expiration, Store, StoreError, now, now_ms};
+use super::{Expiration, InsertFailure, Store, StoreError, now, now_ms};
 
 pub struct NewDevice<'a> {
     pub account_id: &'a str,
@@ -93,19 +93,11 @@ async fn insert_device(
     .bind(now_ms())
     .execute(&mut **tx)
     .await;
-    match inserted {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            return Err(
-                if db.message().contains("client_id") || db.message().contains("username") {
-                    CreateDeviceError::NameClash
-                } else {
-                    CreateDeviceError::Exists
-                },
-            );
-        }
-        Err(e) => return Err(StoreError::from(e).into()),
-    }
+    inserted.map_err(|e| match InsertFailure::from(e) {
+        InsertFailure::NameClash => CreateDeviceError::NameClash,
+        InsertFailure::Exists => CreateDeviceError::Exists,
+        InsertFailure::Store(e) => CreateDeviceError::Store(e),
+    })?;
     for (name, value) in device.config {
         sqlx::query("INSERT INTO device_config (account_id, device_id, name, value) VALUES ($1, $2, $3, $4)")
             .bind(device.account_id)

@@ -33,6 +33,30 @@ pub enum StoreError {
     Read(String),
 }
 
+/// Why an insert of broker credentials (a device's or an application's) failed.
+pub(crate) enum InsertFailure {
+    /// The random, broker-wide client id or username is taken: the caller retries.
+    NameClash,
+    /// Another unique key (the device id or application name) is taken.
+    Exists,
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for InsertFailure {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                if db.message().contains("client_id") || db.message().contains("username") {
+                    InsertFailure::NameClash
+                } else {
+                    InsertFailure::Exists
+                }
+            }
+            e => InsertFailure::Store(e.into()),
+        }
+    }
+}
+
 /// A PSK change as the store applies it; the key is already sealed.
 pub enum PskWrite {
     Upsert {
