@@ -358,3 +358,34 @@ async fn an_overlong_bulk_line_answers_zero_in_its_place() {
         assert!(handshake(&node, id, &[4u8; 16]).await.is_some(), "{id}");
     }
 }
+
+/// A wrong key is answered from the head: 401 arrives while the client is still far
+/// from done sending a 15 MB upload, so the node never reads (or buffers) the body.
+#[tokio::test]
+async fn a_wrong_key_is_refused_before_the_body_is_read() {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_with(dir.path(), &[]).await;
+    let (code, _) = node
+        .admin("POST", "/v3/accounts", Some(r#"{"accountId":"acme"}"#))
+        .await;
+    assert_eq!(code, 201);
+    let wrong = base64::engine::general_purpose::STANDARD.encode("tk-nobody:wrong");
+    let len = 15_000_000;
+    let head = format!(
+        "PUT /v3/accounts/acme/functions/device-credentials HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Basic {wrong}\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let mut tls = admin_tls(&node).await;
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&vec![0u8; 64 << 10]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut got))
+        .await
+        .expect("answered while the body is still coming")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&got[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}

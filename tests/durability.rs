@@ -318,6 +318,16 @@ async fn kill_9_during_psk_writes_and_device_creations_loses_no_acknowledged_wri
     let sim_psk = (SIM_ICCID.to_owned(), *SIM_KEY);
     assert_eq!(write_psk(&client, &sim_psk).await.unwrap(), "200 1");
     psk_works(&node, &sim_psk).await.unwrap();
+    // One SIM creates every device here, far past the default devices-per-SIM quota.
+    let (status, answer) = client
+        .request(
+            "PUT",
+            &format!("/v3/accounts/{ACCOUNT}/limits"),
+            Bytes::from(r#"{"devices_per_sim":1000000}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 200, "{answer:?}");
 
     let (progress, mut watcher) = watch::channel(Progress::default());
     let shared = Arc::new(Shared {

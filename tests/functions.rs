@@ -482,3 +482,136 @@ async fn a_sims_spin_headers_never_reach_the_function() {
         vec![(200, "spin-path-match-device-id=real".to_owned())]
     );
 }
+
+/// Each quota, set small through the limits route, refuses the write that would
+/// exceed it by name, and the refused write changes nothing.
+#[tokio::test]
+async fn quotas_refuse_by_name_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_acme(dir.path(), &[]).await;
+    let limits =
+        r#"{"function_versions":1,"devices_per_sim":1,"profiles":1,"config_per_device":1}"#;
+    let (code, answer) = node
+        .admin("PUT", "/v3/accounts/acme/limits", Some(limits))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+
+    // Function versions: the first fits, the same bytes again take no room, a second is refused.
+    let (code, first) = upload(&node, &fixture("tenant-a"), "?activate=false").await;
+    assert_eq!(code, 200, "{first}");
+    let (code, _) = upload(&node, &fixture("tenant-a"), "?activate=false").await;
+    assert_eq!(code, 200);
+    let (code, refused) = upload(&node, &fixture("tenant-b"), "").await;
+    assert_eq!(code, 409, "{refused}");
+    assert_eq!(refused["quota"], "function_versions", "{refused}");
+    let (_, list) = node
+        .admin(
+            "GET",
+            "/v3/accounts/acme/functions/device-credentials",
+            None,
+        )
+        .await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["versions"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["active"], Value::Null);
+    // Deleting the inactive version frees its room.
+    let version = first["version"].as_str().unwrap();
+    let path = format!("/v3/accounts/acme/functions/device-credentials/versions/{version}");
+    assert_eq!(node.admin("DELETE", &path, None).await.0, 200);
+    let (code, answer) = upload(&node, &fixture("tenant-b"), "?activate=false").await;
+    assert_eq!(code, 200, "{answer}");
+
+    // Function bytes: a bound below the next component's size.
+    let (code, _) = node
+        .admin(
+            "PUT",
+            "/v3/accounts/acme/limits",
+            Some(r#"{"function_versions":5,"function_bytes":1000}"#),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, refused) = upload(&node, &fixture("tenant-a"), "").await;
+    assert_eq!(code, 409, "{refused}");
+    assert_eq!(refused["quota"], "function_bytes", "{refused}");
+
+    // Devices per SIM: the SIM's second device is refused, its first still answers.
+    let (code, _) = node
+        .admin("PUT", "/v3/accounts/acme/limits", Some(limits))
+        .await;
+    assert_eq!(code, 200);
+    let mut sim = acme_session(&node).await;
+    let answers = exchange(&mut sim, &post("one", ACME_ICCID)).await;
+    assert_eq!(answers[0].0, 200, "{answers:?}");
+    let answers = exchange(&mut sim, &post("two", ACME_ICCID)).await;
+    assert_eq!(
+        answers[0],
+        (404, r#"{"err":"denied"}"#.into()),
+        "{answers:?}"
+    );
+    let answers = exchange(&mut sim, &post("one", ACME_ICCID)).await;
+    assert_eq!(answers[0].0, 200, "a retry gets its device: {answers:?}");
+    let answers = exchange(&mut sim, &get("two", ACME_ICCID)).await;
+    assert_eq!(answers[0].0, 404, "nothing was created: {answers:?}");
+    assert!(
+        node.log().contains("quota=\"devices_per_sim\"") || node.log().contains("devices_per_sim")
+    );
+
+    // Devices per account, with room per SIM.
+    let (code, _) = node
+        .admin(
+            "PUT",
+            "/v3/accounts/acme/limits",
+            Some(r#"{"devices_per_sim":5,"devices":1}"#),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let answers = exchange(&mut sim, &post("three", ACME_ICCID)).await;
+    assert_eq!(
+        answers[0],
+        (404, r#"{"err":"denied"}"#.into()),
+        "{answers:?}"
+    );
+
+    // Profiles and config properties through the operator's admin component.
+    let (code, _) = node
+        .admin("PUT", "/v3/accounts/acme/limits", Some(limits))
+        .await;
+    assert_eq!(code, 200);
+    let (code, answer) = node
+        .admin("PUT", "/v3/accounts/acme/profiles/p1", Some("{}"))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let (code, answer) = node
+        .admin("PUT", "/v3/accounts/acme/profiles/p1", Some("{}"))
+        .await;
+    assert_eq!(code, 200, "replacing takes no room: {answer}");
+    let (code, answer) = node
+        .admin("PUT", "/v3/accounts/acme/profiles/p2", Some("{}"))
+        .await;
+    assert_eq!(code, 403, "{answer}");
+    let (_, profiles) = node.admin("GET", "/v3/accounts/acme/profiles", None).await;
+    assert!(!profiles.contains("p2"), "{profiles}");
+    let config = "/v3/accounts/acme/devices/one/config";
+    assert_eq!(
+        node.admin("PUT", &format!("{config}/a"), Some("1")).await.0,
+        200
+    );
+    assert_eq!(
+        node.admin("PUT", &format!("{config}/a"), Some("2")).await.0,
+        200
+    );
+    let (code, answer) = node.admin("PUT", &format!("{config}/b"), Some("1")).await;
+    assert_eq!(code, 403, "{answer}");
+    let (_, listed) = node.admin("GET", config, None).await;
+    assert!(!listed.contains("\"b\""), "{listed}");
+    let log = node.log();
+    for quota in ["devices", "profiles", "config_per_device"] {
+        assert!(log.contains(quota), "the log names {quota}");
+    }
+
+    // Zero is refused: null means the default.
+    let (code, _) = node
+        .admin("PUT", "/v3/accounts/acme/limits", Some(r#"{"devices":0}"#))
+        .await;
+    assert_eq!(code, 400);
+}

@@ -123,6 +123,10 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<RequestBody>) -
         if length_over(req.headers(), tenant_api::MAX_COMPONENT) {
             return closing(json_answer(tenant_api::too_large()));
         }
+        // Everything the head decides comes before the body (up to 16 MiB) is read.
+        if let Some(answer) = tenant_api::decide_before_body(node, &api).await {
+            return closing(json_answer(answer));
+        }
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_owned();
         let answer = match Limited::new(req.into_body(), tenant_api::MAX_COMPONENT)

@@ -16,7 +16,7 @@ use crate::identity::is_name;
 use crate::node::Node;
 use crate::runtime::{Loaded, Prepared};
 use crate::secrets::random_token;
-use crate::store::{AccountLimits, Counter};
+use crate::store::{AccountLimits, Counter, StoreError};
 
 /// Largest component a tenant may upload.
 pub const MAX_COMPONENT: usize = 16 << 20;
@@ -24,10 +24,25 @@ pub const MAX_COMPONENT: usize = 16 << 20;
 /// One of the host's own admin endpoints.
 pub enum Api {
     Accounts,
-    Keys { account: String },
-    Limits { account: String },
-    Functions { account: String, route: String },
-    Activate { account: String, route: String },
+    Keys {
+        account: String,
+    },
+    Limits {
+        account: String,
+    },
+    Functions {
+        account: String,
+        route: String,
+    },
+    Activate {
+        account: String,
+        route: String,
+    },
+    Version {
+        account: String,
+        route: String,
+        version: String,
+    },
     Metrics,
 }
 
@@ -50,6 +65,11 @@ impl Api {
             [a, "functions", r, "activate"] => Api::Activate {
                 account: owned(a),
                 route: owned(r),
+            },
+            [a, "functions", r, "versions", v] => Api::Version {
+                account: owned(a),
+                route: owned(r),
+                version: owned(v),
             },
             _ => return None,
         })
@@ -87,6 +107,20 @@ pub fn too_slow() -> Answer {
     error(StatusCode::REQUEST_TIMEOUT, "body too slow".to_owned())
 }
 
+/// A write the account's quota refuses: 409, naming the quota and its bound's field
+/// in the limits body (the same name).
+fn over_quota(account: &str, quota: crate::store::Quota) -> Answer {
+    tracing::info!(
+        account,
+        quota = quota.name(),
+        "write refused: quota reached"
+    );
+    answer(
+        StatusCode::CONFLICT,
+        json!({ "error": "quota", "quota": quota.name() }),
+    )
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Answer {
     tracing::error!("admin API: {e}");
     error(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -95,6 +129,43 @@ fn unavailable(e: impl std::fmt::Display) -> Answer {
 /// `uploaded_by` and log lines name the caller, never a secret.
 fn who(caller: &Caller) -> String {
     caller.label()
+}
+
+/// What can be decided from the head alone (the account exists, the route is one a
+/// tenant may replace): answered before the body is read, so a refused upload costs
+/// the node no buffer. None: read the body. Quotas wait for the bytes, since the same
+/// bytes again are the same version and take no room.
+pub async fn decide_before_body(node: &Arc<Node>, api: &Api) -> Option<Answer> {
+    let store = &node.platform.store;
+    let account = match api {
+        Api::Keys { account }
+        | Api::Limits { account }
+        | Api::Functions { account, .. }
+        | Api::Activate { account, .. }
+        | Api::Version { account, .. } => Some(account.as_str()),
+        Api::Accounts | Api::Metrics => None,
+    };
+    if let Some(account) = account {
+        match store.account_exists(account).await {
+            Ok(true) => {}
+            Ok(false) => return Some(error(StatusCode::NOT_FOUND, "no such account")),
+            Err(e) => return Some(unavailable(e)),
+        }
+    }
+    match api {
+        Api::Functions { route, .. } | Api::Activate { route, .. } | Api::Version { route, .. }
+            if !node.tenant_routes.contains(route) =>
+        {
+            Some(error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no tenant route {route}; routes: {}",
+                    node.tenant_routes.join(", ")
+                ),
+            ))
+        }
+        _ => None,
+    }
 }
 
 pub async fn handle(
@@ -106,20 +177,6 @@ pub async fn handle(
     body: Bytes,
 ) -> Answer {
     let store = &node.platform.store;
-    let account = match &api {
-        Api::Keys { account }
-        | Api::Limits { account }
-        | Api::Functions { account, .. }
-        | Api::Activate { account, .. } => Some(account.as_str()),
-        Api::Accounts | Api::Metrics => None,
-    };
-    if let Some(account) = account {
-        match store.account_exists(account).await {
-            Ok(true) => {}
-            Ok(false) => return error(StatusCode::NOT_FOUND, "no such account"),
-            Err(e) => return unavailable(e),
-        }
-    }
     match (api, method) {
         (Api::Metrics, &Method::GET) => answer(StatusCode::OK, node.metrics()),
         (Api::Accounts, &Method::GET) => match store.accounts().await {
@@ -134,19 +191,27 @@ pub async fn handle(
         (Api::Limits { .. }, &Method::PUT) => {
             error(StatusCode::FORBIDDEN, "limits are set by the operator")
         }
-        (Api::Functions { account, route }, m) if !node.tenant_routes.contains(&route) => {
-            let _ = (account, m);
-            error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no tenant route {route}; routes: {}",
-                    node.tenant_routes.join(", ")
-                ),
-            )
-        }
-        (Api::Activate { route, .. }, _) if !node.tenant_routes.contains(&route) => {
-            error(StatusCode::NOT_FOUND, format!("no tenant route {route}"))
-        }
+        (
+            Api::Version {
+                account,
+                route,
+                version,
+            },
+            &Method::DELETE,
+        ) => match store
+            .delete_function_version(&account, &route, &version)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(account, route, version, by = who(caller), "version deleted");
+                answer(
+                    StatusCode::OK,
+                    json!({ "account": account, "route": route, "deleted": version }),
+                )
+            }
+            Ok(false) => error(StatusCode::NOT_FOUND, "no such inactive version"),
+            Err(e) => unavailable(e),
+        },
         (Api::Functions { account, route }, &Method::PUT) => {
             let activate = !query.split('&').any(|p| p == "activate=false");
             upload(node, caller, &account, &route, body, activate).await
@@ -243,10 +308,10 @@ async fn set_limits(node: &Arc<Node>, account: &str, body: &[u8]) -> Answer {
     let Ok(limits) = serde_json::from_slice::<AccountLimits>(body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "body must be {\"deadline_ms\":N,\"memory_mib\":N} (either may be null)",
+            "body must be {\"deadline_ms\":N,\"memory_mib\":N,\"function_versions\":N,\"function_bytes\":N,\"devices_per_sim\":N,\"devices\":N,\"profiles\":N,\"config_per_device\":N} (any may be null or left out)",
         );
     };
-    if limits.deadline_ms == Some(0) || limits.memory_mib == Some(0) {
+    if !limits.valid() {
         return error(StatusCode::BAD_REQUEST, "limits must be positive");
     }
     match node
@@ -299,7 +364,10 @@ async fn upload(
         )
         .await
     {
-        return unavailable(e);
+        return match e {
+            StoreError::Quota(quota) => over_quota(account, quota),
+            e => unavailable(e),
+        };
     }
     if activate {
         if let Err(e) = store.activate_function(account, route, &version).await {

@@ -1,7 +1,7 @@
 //! `accounts-admin`: an account's expiration strategy, device profiles, device config, on-demand rotation.
 
 use super::bindings::psk_edge::platform::accounts_admin::{App, Host, Profile};
-use super::registry::unavailable;
+use super::registry::{store_refusal, unavailable};
 use super::{Caller, CapError, CapabilityCtx, Credentials, WitExpiration};
 use crate::identity::is_name;
 use crate::secrets::{
@@ -132,7 +132,7 @@ impl Host for CapabilityCtx {
                 store
                     .put_profile(&account_id, &row)
                     .await
-                    .map_err(|e| unavailable(&e))?,
+                    .map_err(|e| store_refusal(&e))?,
             )?;
             tracing::info!(account = account_id, profile = row.name, "profile stored");
             Ok(())
@@ -190,7 +190,7 @@ impl Host for CapabilityCtx {
                 store
                     .set_config(&account_id, &device_id, &name, &value)
                     .await
-                    .map_err(|e| unavailable(&e))?,
+                    .map_err(|e| store_refusal(&e))?,
             )?;
             tracing::info!(account = account_id, device_id, name, "config property set");
             Ok(())

@@ -10,7 +10,7 @@ use crate::identity::is_name;
 use crate::secrets::{device_password_context as password_context, random_token};
 use crate::store::{
     Claim, CreateDeviceError, DeviceRow, Expiration, NewDevice, PreviousPassword, ProfileRow,
-    now_ms,
+    StoreError, now_ms,
 };
 
 /// `cli` and `usr` are at most 24 characters on the wire; 20 random characters
@@ -306,7 +306,7 @@ impl Platform {
                 }
                 Err(CreateDeviceError::Exists) => return Err(CapError::Conflict),
                 Err(CreateDeviceError::NameClash) => continue,
-                Err(CreateDeviceError::Store(e)) => return Err(unavailable(&e)),
+                Err(CreateDeviceError::Store(e)) => return Err(store_refusal(&e)),
             }
         }
         tracing::error!(device_id, "could not find a free broker client id");
@@ -436,6 +436,18 @@ impl From<WitExpiration> for Expiration {
             WitExpiration::AfterXRequests(n) => Expiration::AfterXRequests(n),
             WitExpiration::TimeBased(secs) => Expiration::TimeBased(secs),
         }
+    }
+}
+
+/// A quota refusal is `denied` (the WIT error has no room for a reason; the log names
+/// the quota), anything else the store failing.
+pub(super) fn store_refusal(e: &StoreError) -> CapError {
+    match e {
+        StoreError::Quota(quota) => {
+            tracing::info!(quota = quota.name(), "write refused: quota reached");
+            CapError::Denied
+        }
+        e => unavailable(e),
     }
 }
 

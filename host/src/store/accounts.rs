@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::tenants::lock_quotas;
+use super::{Quota, Store, StoreError};
 
 /// When a device's MQTT password is replaced; stored as text, e.g. `AFTER-X-REQUESTS:3`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,6 +105,20 @@ impl Store {
             .iter()
             .map(|(n, v)| [n.as_str(), v.as_str()])
             .collect();
+        let mut tx = self.pool.begin().await?;
+        let Some([bound]) = lock_quotas(&mut tx, account_id, [Quota::Profiles]).await? else {
+            return Ok(false);
+        };
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM profiles WHERE account_id = $1 AND name <> $2",
+        )
+        .bind(account_id)
+        .bind(&profile.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if others + 1 > bound {
+            return Err(StoreError::Quota(Quota::Profiles));
+        }
         let done = sqlx::query(
             "INSERT INTO profiles (account_id, name, publish, subscribe, config, expiration)
              SELECT id, $2, $3, $4, $5, $6 FROM accounts WHERE id = $1
@@ -116,8 +131,9 @@ impl Store {
         .bind(serde_json::Value::from(profile.subscribe.clone()).to_string())
         .bind(serde_json::to_string(&config).map_err(|e| StoreError::Corrupt(e.to_string()))?)
         .bind(profile.expiration.map(|e| e.to_string()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 

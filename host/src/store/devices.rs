@@ -3,7 +3,8 @@
 use sqlx::Row;
 
 use super::accounts::parse_expiration;
-use super::{Expiration, InsertFailure, Store, StoreError, now, now_ms};
+use super::tenants::lock_quotas;
+use super::{Expiration, InsertFailure, Quota, Store, StoreError, now, now_ms};
 
 pub struct NewDevice<'a> {
     pub account_id: &'a str,
@@ -114,12 +115,48 @@ async fn insert_device(
 impl Store {
     /// `Exists` when the (account, device id) is taken. A clash of the random
     /// broker-wide client id or username is a different error the caller retries.
+    /// Within the account's quotas (devices per SIM, devices, config properties):
+    /// `Store(StoreError::Quota)` names the one it would exceed, and nothing is stored.
     pub async fn create_device(&self, device: &NewDevice<'_>) -> Result<(), CreateDeviceError> {
-        self.create_devices(std::slice::from_ref(device)).await
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let quotas = [Quota::DevicesPerSim, Quota::Devices, Quota::ConfigPerDevice];
+        let Some([per_sim, devices, config]) =
+            lock_quotas(&mut tx, device.account_id, quotas).await?
+        else {
+            return Err(StoreError::Read(format!("no account {}", device.account_id)).into());
+        };
+        if i64::try_from(device.config.len()).unwrap_or(i64::MAX) > config {
+            return Err(StoreError::Quota(Quota::ConfigPerDevice).into());
+        }
+        // Inserted first, counted after: an existing id stays `Exists` (a SIM's retry
+        // gets its device back) even when the account is full.
+        insert_device(&mut tx, device).await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN iccid = $2 THEN 1 ELSE 0 END), 0)
+             FROM devices WHERE account_id = $1",
+        )
+        .bind(device.account_id)
+        .bind(device.iccid)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let (in_account, of_sim): (i64, i64) = (
+            row.try_get(0).map_err(StoreError::from)?,
+            row.try_get(1).map_err(StoreError::from)?,
+        );
+        if of_sim > per_sim {
+            return Err(StoreError::Quota(Quota::DevicesPerSim).into());
+        }
+        if in_account > devices {
+            return Err(StoreError::Quota(Quota::Devices).into());
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Creates every device in one transaction, all or none: how a fleet is seeded in
-    /// bulk (`psk-edge-bench seed-devices`) at a fraction of a commit per device.
+    /// bulk (`psk-edge-bench seed-devices`) at a fraction of a commit per device. An
+    /// operator's tool: the account's quotas, which bound what SIMs create, do not apply.
     pub async fn create_devices(&self, devices: &[NewDevice<'_>]) -> Result<(), CreateDeviceError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         for device in devices {
@@ -345,7 +382,8 @@ impl Store {
         ))
     }
 
-    /// False when the device does not exist.
+    /// False when the device does not exist; `StoreError::Quota` when a new property
+    /// would take the device past the account's `config_per_device`.
     pub async fn set_config(
         &self,
         account_id: &str,
@@ -353,6 +391,22 @@ impl Store {
         name: &str,
         value: &str,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some([bound]) = lock_quotas(&mut tx, account_id, [Quota::ConfigPerDevice]).await?
+        else {
+            return Ok(false);
+        };
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM device_config WHERE account_id = $1 AND device_id = $2 AND name <> $3",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if others + 1 > bound {
+            return Err(StoreError::Quota(Quota::ConfigPerDevice));
+        }
         let done = sqlx::query(
             "INSERT INTO device_config (account_id, device_id, name, value)
              SELECT account_id, device_id, $3, $4 FROM devices WHERE account_id = $1 AND device_id = $2
@@ -362,8 +416,9 @@ impl Store {
         .bind(device_id)
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -31,6 +31,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store unavailable: {0}")]
     Read(String),
+    /// The write would take the account past this quota; nothing was changed.
+    #[error("quota {0} reached")]
+    Quota(Quota),
 }
 
 /// Why an insert of broker credentials (a device's or an application's) failed.
@@ -413,7 +416,7 @@ impl Store {
 pub use accounts::{Expiration, ProfileRow};
 pub use credentials::{AppRow, CreateAppError, Principal, PrincipalKind};
 pub use devices::{Claim, CreateDeviceError, DeviceRow, NewDevice, PreviousPassword};
-pub use tenants::{AccountLimits, FunctionVersion};
+pub use tenants::{AccountLimits, FunctionVersion, Quota};
 
 #[cfg(test)]
 #[path = "../../../tests/support/postgres.rs"]

@@ -14,10 +14,151 @@ pub struct FunctionVersion {
     pub uploaded_at: i64,
 }
 
+/// What the operator set for an account; None: the node's default. The function
+/// limits bound one call; the quotas bound what the account keeps in the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountLimits {
     pub deadline_ms: Option<u32>,
     pub memory_mib: Option<u32>,
+    #[serde(default)]
+    pub function_versions: Option<u64>,
+    #[serde(default)]
+    pub function_bytes: Option<u64>,
+    #[serde(default)]
+    pub devices_per_sim: Option<u64>,
+    #[serde(default)]
+    pub devices: Option<u64>,
+    #[serde(default)]
+    pub profiles: Option<u64>,
+    #[serde(default)]
+    pub config_per_device: Option<u64>,
+}
+
+impl AccountLimits {
+    fn quota(&self, quota: Quota) -> Option<u64> {
+        match quota {
+            Quota::FunctionVersions => self.function_versions,
+            Quota::FunctionBytes => self.function_bytes,
+            Quota::DevicesPerSim => self.devices_per_sim,
+            Quota::Devices => self.devices,
+            Quota::Profiles => self.profiles,
+            Quota::ConfigPerDevice => self.config_per_device,
+        }
+    }
+
+    /// Quotas of zero would refuse every write; the operator means "none" by null.
+    pub fn valid(&self) -> bool {
+        self.deadline_ms != Some(0)
+            && self.memory_mib != Some(0)
+            && Quota::ALL.iter().all(|q| {
+                self.quota(*q)
+                    .is_none_or(|n| n > 0 && i64::try_from(n).is_ok())
+            })
+    }
+}
+
+/// A bound on what an account stores, named as a refusal names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Stored function versions, over all routes.
+    FunctionVersions,
+    /// Bytes of stored function versions, over all routes.
+    FunctionBytes,
+    /// Devices one SIM created.
+    DevicesPerSim,
+    /// Devices in the account.
+    Devices,
+    /// Device profiles in the account.
+    Profiles,
+    /// Config properties of one device.
+    ConfigPerDevice,
+}
+
+impl Quota {
+    pub const ALL: [Quota; 6] = [
+        Quota::FunctionVersions,
+        Quota::FunctionBytes,
+        Quota::DevicesPerSim,
+        Quota::Devices,
+        Quota::Profiles,
+        Quota::ConfigPerDevice,
+    ];
+
+    /// The name in the limits body and in a refusal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quota::FunctionVersions => "function_versions",
+            Quota::FunctionBytes => "function_bytes",
+            Quota::DevicesPerSim => "devices_per_sim",
+            Quota::Devices => "devices",
+            Quota::Profiles => "profiles",
+            Quota::ConfigPerDevice => "config_per_device",
+        }
+    }
+
+    /// The bound when the operator set none: room for an ordinary fleet, not for
+    /// one tenant or SIM to fill the store.
+    pub fn default_limit(self) -> i64 {
+        match self {
+            Quota::FunctionVersions => 20,
+            Quota::FunctionBytes => 64 << 20,
+            Quota::DevicesPerSim => 10,
+            Quota::Devices => 1_000_000,
+            Quota::Profiles => 100,
+            Quota::ConfigPerDevice => 32,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Quota::FunctionVersions => "q_function_versions",
+            Quota::FunctionBytes => "q_function_bytes",
+            Quota::DevicesPerSim => "q_devices_per_sim",
+            Quota::Devices => "q_devices",
+            Quota::Profiles => "q_profiles",
+            Quota::ConfigPerDevice => "q_config_per_device",
+        }
+    }
+}
+
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Takes the account's row lock for the rest of `tx` and reads the account's bounds
+/// for `quotas`: writes counted against one account's quotas run one at a time (in
+/// SQLite every write does anyway), so a count taken after this holds until commit.
+/// None when the account does not exist.
+pub(crate) async fn lock_quotas<const N: usize>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    account_id: &str,
+    quotas: [Quota; N],
+) -> Result<Option<[i64; N]>, StoreError> {
+    // A no-op update of a non-key column: PostgreSQL's row lock that does not block
+    // foreign-key checks, SQLite's write lock, with one statement for both.
+    let locked = sqlx::query("UPDATE accounts SET created_at = created_at WHERE id = $1")
+        .bind(account_id)
+        .execute(&mut **tx)
+        .await?;
+    if locked.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT q_function_versions, q_function_bytes, q_devices_per_sim, q_devices,
+                q_profiles, q_config_per_device FROM accounts WHERE id = $1",
+    )
+    .bind(account_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut bounds = [0; N];
+    for (bound, quota) in bounds.iter_mut().zip(quotas) {
+        *bound = row
+            .try_get::<Option<i64>, _>(quota.column())?
+            .unwrap_or_else(|| quota.default_limit());
+    }
+    Ok(Some(bounds))
 }
 
 impl Store {
@@ -76,7 +217,8 @@ impl Store {
             .transpose()?)
     }
 
-    /// Stores a version (idempotent: the same bytes are the same version).
+    /// Stores a version (idempotent: the same bytes are the same version), within the
+    /// account's function quotas: `StoreError::Quota` when it would exceed one.
     pub async fn put_function_version(
         &self,
         account_id: &str,
@@ -86,6 +228,42 @@ impl Store {
         component: &[u8],
         uploaded_by: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some([versions, bytes]) = lock_quotas(
+            &mut tx,
+            account_id,
+            [Quota::FunctionVersions, Quota::FunctionBytes],
+        )
+        .await?
+        else {
+            return Err(StoreError::Read(format!("no account {account_id}")));
+        };
+        let stored = sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM function_versions WHERE account_id = $1 AND route = $2 AND version = $3",
+        )
+        .bind(account_id)
+        .bind(route)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if stored.is_some() {
+            return Ok(());
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(length(component)), 0) AS BIGINT)
+             FROM function_versions WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (count, used): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if count + 1 > versions {
+            return Err(StoreError::Quota(Quota::FunctionVersions));
+        }
+        let size = i64::try_from(component.len()).unwrap_or(i64::MAX);
+        if used.saturating_add(size) > bytes {
+            return Err(StoreError::Quota(Quota::FunctionBytes));
+        }
         sqlx::query(
             "INSERT INTO function_versions (account_id, route, version, interface, component, uploaded_by, uploaded_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -97,9 +275,31 @@ impl Store {
         .bind(component)
         .bind(uploaded_by)
         .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a stored version that is not active, freeing its share of the function
+    /// quotas; false when there is no such inactive version.
+    pub async fn delete_function_version(
+        &self,
+        account_id: &str,
+        route: &str,
+        version: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM function_versions WHERE account_id = $1 AND route = $2 AND version = $3
+             AND NOT EXISTS (SELECT 1 FROM active_functions a WHERE a.account_id = $1
+                             AND a.route = $2 AND a.version = $3)",
+        )
+        .bind(account_id)
+        .bind(route)
+        .bind(version)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn function_component(
@@ -205,11 +405,21 @@ impl Store {
         account_id: &str,
         limits: AccountLimits,
     ) -> Result<bool, StoreError> {
+        let quota = |q: Option<u64>| q.and_then(|n| i64::try_from(n).ok());
         let set = sqlx::query(
-            "UPDATE accounts SET fn_deadline_ms = $1, fn_memory_mib = $2 WHERE id = $3",
+            "UPDATE accounts SET fn_deadline_ms = $1, fn_memory_mib = $2, q_function_versions = $3,
+               q_function_bytes = $4, q_devices_per_sim = $5, q_devices = $6, q_profiles = $7,
+               q_config_per_device = $8
+             WHERE id = $9",
         )
         .bind(limits.deadline_ms.map(i64::from))
         .bind(limits.memory_mib.map(i64::from))
+        .bind(quota(limits.function_versions))
+        .bind(quota(limits.function_bytes))
+        .bind(quota(limits.devices_per_sim))
+        .bind(quota(limits.devices))
+        .bind(quota(limits.profiles))
+        .bind(quota(limits.config_per_device))
         .bind(account_id);
         self.change_announced(Counter::Functions, set).await
     }
@@ -217,12 +427,17 @@ impl Store {
     /// Every account with limits of its own.
     pub async fn account_limits(&self) -> Result<Vec<(String, AccountLimits)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, fn_deadline_ms, fn_memory_mib FROM accounts
-             WHERE fn_deadline_ms IS NOT NULL OR fn_memory_mib IS NOT NULL",
+            "SELECT id, fn_deadline_ms, fn_memory_mib, q_function_versions, q_function_bytes,
+               q_devices_per_sim, q_devices, q_profiles, q_config_per_device FROM accounts
+             WHERE fn_deadline_ms IS NOT NULL OR fn_memory_mib IS NOT NULL
+               OR q_function_versions IS NOT NULL OR q_function_bytes IS NOT NULL
+               OR q_devices_per_sim IS NOT NULL OR q_devices IS NOT NULL
+               OR q_profiles IS NOT NULL OR q_config_per_device IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;
         let limit = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        let quota = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
         Ok(rows
             .iter()
             .map(|r| {
@@ -231,6 +446,12 @@ impl Store {
                     AccountLimits {
                         deadline_ms: limit(r.try_get(1)?),
                         memory_mib: limit(r.try_get(2)?),
+                        function_versions: quota(r.try_get(3)?),
+                        function_bytes: quota(r.try_get(4)?),
+                        devices_per_sim: quota(r.try_get(5)?),
+                        devices: quota(r.try_get(6)?),
+                        profiles: quota(r.try_get(7)?),
+                        config_per_device: quota(r.try_get(8)?),
                     },
                 ))
             })
