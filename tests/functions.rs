@@ -545,7 +545,7 @@ async fn quotas_refuse_by_name_and_change_nothing() {
     let answers = exchange(&mut sim, &post("two", ACME_ICCID)).await;
     assert_eq!(
         answers[0],
-        (404, r#"{"err":"denied"}"#.into()),
+        (404, r#"{"err":"quota_devices"}"#.into()),
         "{answers:?}"
     );
     let answers = exchange(&mut sim, &post("one", ACME_ICCID)).await;
@@ -568,7 +568,7 @@ async fn quotas_refuse_by_name_and_change_nothing() {
     let answers = exchange(&mut sim, &post("three", ACME_ICCID)).await;
     assert_eq!(
         answers[0],
-        (404, r#"{"err":"denied"}"#.into()),
+        (404, r#"{"err":"quota_devices"}"#.into()),
         "{answers:?}"
     );
 

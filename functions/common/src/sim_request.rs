@@ -27,6 +27,8 @@ pub enum Refusal {
     /// The data a SIM sends is not one JSON value.
     BadBody,
     Denied,
+    /// A device creation over one of the account's device quotas (the node's log names which).
+    QuotaDevices,
     Unavailable,
 }
 
@@ -44,6 +46,7 @@ impl Refusal {
             Refusal::UnknownConfig => "unknown_config",
             Refusal::BadBody => "bad_body",
             Refusal::Denied => "denied",
+            Refusal::QuotaDevices => "quota_devices",
             Refusal::Unavailable => "unavailable",
         }
     }
@@ -474,6 +477,7 @@ mod tests {
             Refusal::UnknownConfig,
             Refusal::BadBody,
             Refusal::Denied,
+            Refusal::QuotaDevices,
             Refusal::Unavailable,
         ] {
             assert!(r.body().len() <= 32, "{}", r.body());

@@ -30,6 +30,8 @@ async fn handle(req: Request) -> impl IntoResponse {
             Err(e) => sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
         },
         Err(e @ Error::Foreign) => sim::refuse_registry(FUNCTION, id, e, Refusal::DeviceTaken),
+        // The registry denies a creation only when it would exceed a device quota.
+        Err(e @ Error::Denied) => sim::refuse_registry(FUNCTION, id, e, Refusal::QuotaDevices),
         Err(e) => sim::refuse_registry(FUNCTION, id, e, sim::refusal_for(e)),
     }
 }
