@@ -6,3 +6,8 @@ ALTER TABLE accounts ADD COLUMN q_devices_per_sim INTEGER;
 ALTER TABLE accounts ADD COLUMN q_devices INTEGER;
 ALTER TABLE accounts ADD COLUMN q_profiles INTEGER;
 ALTER TABLE accounts ADD COLUMN q_config_per_device INTEGER;
+-- Devices per account as a counter kept with every creation and deletion, so the
+-- quota costs one row however large the account; devices per SIM through an index.
+ALTER TABLE accounts ADD COLUMN device_count INTEGER NOT NULL DEFAULT 0;
+UPDATE accounts SET device_count = (SELECT COUNT(*) FROM devices WHERE devices.account_id = accounts.id);
+CREATE INDEX devices_by_sim ON devices (account_id, iccid);

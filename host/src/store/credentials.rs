@@ -212,6 +212,10 @@ impl Store {
         let Some(username) = username else {
             return Ok(false);
         };
+        sqlx::query("UPDATE accounts SET device_count = device_count - 1 WHERE id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
         self.revoke_and_commit(tx, &username).await?;
         Ok(true)
     }
@@ -297,6 +301,10 @@ impl Store {
         let Some(username) = username else {
             return Ok(false);
         };
+        sqlx::query("UPDATE accounts SET device_count = device_count - 1 WHERE id = $1")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
         self.revoke_and_commit(tx, &username).await?;
         Ok(true)
     }

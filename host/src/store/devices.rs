@@ -99,6 +99,12 @@ async fn insert_device(
         InsertFailure::Exists => CreateDeviceError::Exists,
         InsertFailure::Store(e) => CreateDeviceError::Store(e),
     })?;
+    // Kept with the row it counts, so the account's device quota reads one value.
+    sqlx::query("UPDATE accounts SET device_count = device_count + 1 WHERE id = $1")
+        .bind(device.account_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from)?;
     for (name, value) in device.config {
         sqlx::query("INSERT INTO device_config (account_id, device_id, name, value) VALUES ($1, $2, $3, $4)")
             .bind(device.account_id)
@@ -131,9 +137,11 @@ impl Store {
         // Inserted first, counted after: an existing id stays `Exists` (a SIM's retry
         // gets its device back) even when the account is full.
         insert_device(&mut tx, device).await?;
+        // Both counts cost the same at a million devices as at ten: the account's is a
+        // counter, the SIM's an index range.
         let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN iccid = $2 THEN 1 ELSE 0 END), 0)
-             FROM devices WHERE account_id = $1",
+            "SELECT (SELECT device_count FROM accounts WHERE id = $1),
+                    (SELECT COUNT(*) FROM devices WHERE account_id = $1 AND iccid = $2)",
         )
         .bind(device.account_id)
         .bind(device.iccid)
@@ -515,6 +523,34 @@ mod tests {
             "c1"
         );
         assert!(store.device("c", "d").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_account_device_count_follows_creations_and_deletions() {
+        let (store, _dir) = with_accounts().await;
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT device_count FROM accounts WHERE id = 'a'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+        store
+            .create_device(&dev("a", "c1", "u1", &[]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_device(&dev("a", "c2", "u2", &[])).await,
+            Err(CreateDeviceError::Exists)
+        ));
+        let seeded = NewDevice {
+            device_id: "e",
+            ..dev("a", "c3", "u3", &[])
+        };
+        store.create_devices(&[seeded]).await.unwrap();
+        assert_eq!(count().await, 2);
+        assert!(store.delete_device("a", "d").await.unwrap());
+        assert!(!store.delete_device("a", "d").await.unwrap());
+        assert_eq!(count().await, 1);
     }
 
     #[tokio::test]
