@@ -70,6 +70,9 @@ pids=(--node-pid "$node_pid" --broker-pid "$broker_pid")
 
 bench --sim "127.0.0.1:$sim_port" --admin "$admin_url" --data-dir "$node_dir" \
     --identities 1000 --register-only
+# The fleet is larger than an account's default device quota (1,000,000).
+curl -fsS --cacert "$node_dir/admin-cert.pem" -u "$(cat "$node_dir/operator.secret")" \
+    -X PUT "$admin_url/v3/accounts/bench/limits" -d '{"devices":100000000}' >/dev/null
 
 seeded=0
 stage=0
