@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -118,22 +117,6 @@ async fn drip(mut writer: impl AsyncWrite + Unpin, bytes: &[u8], every: Duration
     }
 }
 
-fn admin_tls(node: &Node) -> tokio_rustls::TlsConnector {
-    let pem = std::fs::read(node.data_dir.join("admin-cert.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 async fn hostile_admin(
     node: &Node,
     tls: &tokio_rustls::TlsConnector,
@@ -156,20 +139,6 @@ fn hello_start(body: u32, len: usize) -> Vec<u8> {
 }
 
 const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 40];
-
-/// The alert OpenSSL reports, without the thread id it starts the line with.
-fn alert_line(run: &ClientRun) -> String {
-    run.stderr
-        .lines()
-        .find(|l| l.contains("alert"))
-        .map(|l| {
-            l.split(':')
-                .filter(|p| p.contains("alert"))
-                .collect::<Vec<_>>()
-                .join(":")
-        })
-        .unwrap_or_else(|| panic!("no alert in {}", run.stderr))
-}
 
 #[tokio::test]
 async fn a_port_narrower_than_the_sim_says_handshake_failure_and_why() {
@@ -490,7 +459,7 @@ async fn slow_drips_on_each_port_are_cut_off() {
         ],
     )
     .await;
-    let tls = admin_tls(&node);
+    let tls = admin_connector(&node);
     let every = Duration::from_millis(300);
     let limit = Duration::from_millis(3500);
     let auth = {

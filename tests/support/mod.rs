@@ -598,11 +598,10 @@ pub async fn demo_wolf(node: &Node) -> wolfssl::TlsStream {
         .unwrap()
 }
 
-/// A raw TLS 1.3 connection to the admin port, trusting the node's own certificate:
-/// for bytes curl would not send (ambiguous lengths, forged headers).
-pub async fn admin_tls(node: &Node) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+/// A TLS 1.3 client trusting only the node's own admin certificate.
+pub fn admin_connector(node: &Node) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
     let pem = std::fs::read(node.data_dir.join("admin-cert.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -615,11 +614,34 @@ pub async fn admin_tls(node: &Node) -> tokio_rustls::client::TlsStream<tokio::ne
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(&node.admin).await.unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+}
+
+/// A raw TLS 1.3 connection to the admin port, trusting the node's own certificate:
+/// for bytes curl would not send (ambiguous lengths, forged headers).
+pub async fn admin_tls(node: &Node) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(&node.admin).await.unwrap();
+    admin_connector(node)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap()
+}
+
+/// The TLS alert a client run reports (OpenSSL's line without its thread id prefix).
+pub fn alert_line(run: &ClientRun) -> String {
+    run.stderr
+        .lines()
+        .find(|l| l.contains("alert"))
+        .map(|l| {
+            l.split(':')
+                .filter(|p| p.contains("alert"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_else(|| panic!("no alert in {}", run.stderr))
 }
 
 /// What the admin port answered to `request` on a fresh connection, and whether it
