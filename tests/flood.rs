@@ -553,3 +553,93 @@ async fn slow_drips_on_each_port_are_cut_off() {
     }
     assert!(slowest < ANSWER_WITHIN, "valid SIM waited {slowest:?}");
 }
+
+/// Uploads with the wrong key are refused from their head: twenty 15 MB bodies at
+/// once leave the node's memory where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_uploads_are_refused_before_their_bodies_are_read() {
+    const UPLOADS: usize = 20;
+    const BODY: usize = 15 << 20;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_with(dir.path(), &[]).await;
+    let (code, _) = node
+        .admin("POST", "/v3/accounts", Some(r#"{"accountId":"acme"}"#))
+        .await;
+    assert_eq!(code, 201);
+    let before = rss_kib(&node);
+    let tls = admin_connector(&node);
+    let wrong = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("acme:not-the-key")
+    };
+    let chunk = vec![0u8; 64 << 10];
+    let upload = |_| {
+        let (tls, node, chunk, wrong) = (&tls, &node, &chunk, &wrong);
+        async move {
+            let mut stream = hostile_admin(node, tls).await;
+            let head = format!(
+                "PUT /v3/accounts/acme/functions/device-credentials HTTP/1.1\r\nHost: localhost\r\n\
+                 Authorization: Basic {wrong}\r\nContent-Length: {BODY}\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            // Push the body until the node stops taking it (it answered and closed).
+            let mut sent = 0;
+            while sent < BODY && stream.write_all(chunk).await.is_ok() {
+                sent += chunk.len();
+            }
+            let (_, answer) = until_closed(stream, Instant::now()).await;
+            (sent, String::from_utf8_lossy(&answer).into_owned())
+        }
+    };
+    let results = futures_util::future::join_all((0..UPLOADS).map(upload)).await;
+    let after = rss_kib(&node);
+    for (sent, answer) in &results {
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "after {sent} bytes: {answer:?}"
+        );
+    }
+    let sent: usize = results.iter().map(|(sent, _)| sent).sum();
+    println!(
+        "wrong-key uploads: node RSS {before} KiB -> {after} KiB with {UPLOADS} bodies of {BODY} bytes \
+         offered, {sent} bytes written before the node closed"
+    );
+    assert!(
+        after.saturating_sub(before) < 16 << 10,
+        "RSS grew {before} -> {after} KiB"
+    );
+}
+
+/// Under a 300-descriptor limit, 400 idle connections to each port from one address
+/// take only that address's share: the valid SIM is answered, the operator's
+/// `/healthz` too, and no accept ever fails for want of a descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_descriptor_limit_keeps_one_port_from_starving_the_other() {
+    let _serial = SERIAL.lock().await;
+    raise_nofile();
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(dir.path()).open_files(300).start().await;
+    let ((sim_held, admin_held), slowest) = probing(&node, async {
+        let admin = hold(&node.admin, 400, b"").await;
+        let sim = hold(&node.sim, 400, b"").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        (sim, admin)
+    })
+    .await;
+    let held = metrics(&node).await;
+    println!("caps under 400 idle connections on each port at 300 descriptors: {held}");
+    assert!(slowest < ANSWER_WITHIN, "valid SIM waited {slowest:?}");
+    let (status, body) = node.admin("GET", "/healthz", None).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    for gate in ["sim_handshakes", "admin_connections"] {
+        let refused = held[gate]["refused"].as_u64().unwrap();
+        assert!(refused >= 300, "{gate}: {held}");
+    }
+    assert!(
+        !node.log().contains("Too many open files"),
+        "{}",
+        node.log()
+    );
+    drop((sim_held, admin_held));
+}

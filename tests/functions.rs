@@ -588,7 +588,8 @@ async fn quotas_refuse_by_name_and_change_nothing() {
     let (code, answer) = node
         .admin("PUT", "/v3/accounts/acme/profiles/p2", Some("{}"))
         .await;
-    assert_eq!(code, 403, "{answer}");
+    assert_eq!(code, 409, "{answer}");
+    assert_eq!(answer, r#"{"error":"quota","quota":"profiles"}"#);
     let (_, profiles) = node.admin("GET", "/v3/accounts/acme/profiles", None).await;
     assert!(!profiles.contains("p2"), "{profiles}");
     let config = "/v3/accounts/acme/devices/one/config";
@@ -601,7 +602,8 @@ async fn quotas_refuse_by_name_and_change_nothing() {
         200
     );
     let (code, answer) = node.admin("PUT", &format!("{config}/b"), Some("1")).await;
-    assert_eq!(code, 403, "{answer}");
+    assert_eq!(code, 409, "{answer}");
+    assert_eq!(answer, r#"{"error":"quota","quota":"config_per_device"}"#);
     let (_, listed) = node.admin("GET", config, None).await;
     assert!(!listed.contains("\"b\""), "{listed}");
     let log = node.log();
@@ -614,4 +616,40 @@ async fn quotas_refuse_by_name_and_change_nothing() {
         .admin("PUT", "/v3/accounts/acme/limits", Some(r#"{"devices":0}"#))
         .await;
     assert_eq!(code, 400);
+}
+
+/// Concurrent creations cannot overshoot a quota: the count is taken under the
+/// account's row lock in the insert's transaction, on either store.
+#[tokio::test]
+async fn concurrent_creations_stop_exactly_at_the_quota() {
+    const SIMS: usize = 12;
+    const QUOTA: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_acme(dir.path(), &[]).await;
+    let limits = format!(r#"{{"devices_per_sim":100,"devices":{QUOTA}}}"#);
+    let (code, answer) = node
+        .admin("PUT", "/v3/accounts/acme/limits", Some(&limits))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    // Every session is up before any request goes, so the creations race.
+    let mut sessions = Vec::new();
+    for _ in 0..SIMS {
+        sessions.push(acme_session(&node).await);
+    }
+    let answers = futures_util::future::join_all(sessions.iter_mut().enumerate().map(
+        |(i, sim)| async move { exchange(sim, &post(&format!("race-{i}"), ACME_ICCID)).await },
+    ))
+    .await;
+    let created = answers.iter().filter(|a| a[0].0 == 200).count();
+    let refused = answers
+        .iter()
+        .filter(|a| a[0] == (404, r#"{"err":"quota_devices"}"#.to_owned()))
+        .count();
+    assert_eq!((created, refused), (QUOTA, SIMS - QUOTA), "{answers:?}");
+    // What exists is what was answered 200, no more.
+    let mut sim = acme_session(&node).await;
+    for (i, answer) in answers.iter().enumerate() {
+        let now = exchange(&mut sim, &get(&format!("race-{i}"), ACME_ICCID)).await;
+        assert_eq!(now[0].0, answer[0].0, "race-{i}: {now:?} after {answer:?}");
+    }
 }

@@ -11,18 +11,19 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::Digest as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wire::ndjson::{Line, Lines};
+use wire::routes::{Listener, Lookup};
 
 use crate::capabilities::Caller;
 use crate::guard::{Deadline, RequestBody};
 use crate::node::{Node, accept_loop, serve_http1};
-use crate::router::{Listener, Lookup};
 use crate::tenant_api;
-use sha2::Digest as _;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -181,6 +182,14 @@ async fn handle(node: &Arc<Node>, peer: SocketAddr, req: Request<RequestBody>) -
     {
         Ok(response) => {
             node.platform.commit(response.effects);
+            // A function refused by a quota could only hear `denied`: the answer names
+            // the quota, as the tenant API's own refusals do.
+            if let Some(quota) = response.quota
+                && !contract
+                && !response.status.is_success()
+            {
+                return json_answer(tenant_api::quota_refused(quota));
+            }
             let mut out = Response::new(Full::new(response.body).boxed());
             *out.status_mut() = response.status;
             if let Some(content_type) = response.content_type {
@@ -287,15 +296,14 @@ fn ndjson(
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let node = node.clone();
     tokio::spawn(async move {
-        let mut pending = BytesMut::new();
+        let mut input = Lines::new(MAX_LINE);
         let mut lines: Vec<Bytes> = Vec::with_capacity(batch);
-        let mut overlong = false;
         let mut input_done = false;
         while !input_done {
             match body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        pending.extend_from_slice(&data);
+                        input.push(&data);
                     }
                 }
                 Some(Err(e)) => {
@@ -305,39 +313,34 @@ fn ndjson(
                 None => input_done = true,
             }
             loop {
-                let line = match pending.iter().position(|&b| b == b'\n') {
-                    Some(pos) => pending.split_to(pos + 1).freeze(),
-                    None if input_done && !pending.is_empty() => pending.split().freeze(),
-                    None => {
-                        if pending.len() > MAX_LINE {
-                            // Too long to be a PSK line: drop it now, answer `0` once it ends.
-                            pending.clear();
-                            overlong = true;
-                        }
-                        break;
-                    }
+                let line = if input_done {
+                    input.next_line_at_end()
+                } else {
+                    input.next_line()
                 };
-                if std::mem::take(&mut overlong) {
-                    // Answers stay in input order: flush what came before, then refuse this line.
-                    if !lines.is_empty()
-                        && !run_batch(&node, &component, &parts, &mut lines, &tx).await
-                    {
-                        return;
+                match line {
+                    None => break,
+                    Some(Line::Overlong) => {
+                        // Answers stay in input order: flush what came before, then refuse this line.
+                        if !lines.is_empty()
+                            && !run_batch(&node, &component, &parts, &mut lines, &tx).await
+                        {
+                            return;
+                        }
+                        tracing::warn!("bulk line over {MAX_LINE} bytes refused");
+                        if tx.send(Bytes::from_static(b"0\n")).await.is_err() {
+                            return;
+                        }
                     }
-                    tracing::warn!("bulk line over {MAX_LINE} bytes refused");
-                    if tx.send(Bytes::from_static(b"0\n")).await.is_err() {
-                        return;
+                    Some(Line::Data(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
+                    Some(Line::Data(line)) => {
+                        lines.push(line);
+                        if lines.len() == batch
+                            && !run_batch(&node, &component, &parts, &mut lines, &tx).await
+                        {
+                            return;
+                        }
                     }
-                    continue;
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                lines.push(line);
-                if lines.len() == batch
-                    && !run_batch(&node, &component, &parts, &mut lines, &tx).await
-                {
-                    return;
                 }
             }
         }
@@ -365,11 +368,12 @@ async fn run_batch(
     tx: &mpsc::Sender<Bytes>,
 ) -> bool {
     let count = lines.len();
-    let body: Bytes = lines
-        .drain(..)
-        .flat_map(|l| l.to_vec())
-        .collect::<Vec<u8>>()
-        .into();
+    let mut body = BytesMut::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines.drain(..) {
+        body.extend_from_slice(&line);
+        body.extend_from_slice(b"\n");
+    }
+    let body = body.freeze();
     let mut request = Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone());

@@ -8,7 +8,7 @@ use crate::admin_client::{AdminArgs, AdminClient};
 /// Names go into the URL path as they are: one outside the name rule (a `?`, a `/`)
 /// would address something else, so it is refused before anything is sent.
 fn path_name(s: &str) -> Result<String, String> {
-    if crate::identity::is_name(s) {
+    if wire::identity::is_name(s) {
         Ok(s.to_owned())
     } else {
         Err("not a name: 1 to 64 of A-Z a-z 0-9 . _ -".to_owned())

@@ -7,12 +7,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wire::routes::RouteTable;
 
 use crate::admin_port::AdminAccess;
 use crate::capabilities::Platform;
 use crate::guard::{Gate, Throttle};
 use crate::psk_cache::PskCache;
-use crate::router::RouteTable;
 use crate::runtime::{CallLimits, Runtime};
 use crate::sim_port::SimPortConfig;
 use crate::tenant_api::TenantSync;

@@ -12,9 +12,9 @@ use hmac::{Hmac, Mac};
 use parking_lot::{Mutex, RwLock};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
+use wire::identity::Identity;
 use zeroize::Zeroizing;
 
-use crate::identity::Identity;
 use crate::wolfssl::PskLookup;
 
 /// Kept small on purpose: a million SIMs are a million of these. The account is an

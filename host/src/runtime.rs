@@ -181,6 +181,8 @@ pub struct FnResponse {
     pub body: Bytes,
     /// To commit once the answer reached the caller, or drop when it is not sent.
     pub effects: Vec<Effect>,
+    /// A quota the function's writes ran into (see `CapabilityCtx::quota`).
+    pub quota: Option<crate::store::Quota>,
 }
 
 impl Runtime {
@@ -485,6 +487,7 @@ impl Runtime {
                 component: loaded.id.clone(),
                 effects: Vec::new(),
                 seen: Default::default(),
+                quota: Default::default(),
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -511,6 +514,7 @@ impl Runtime {
         match outcome {
             Ok(Ok(mut response)) => {
                 response.effects = effects;
+                response.quota = store.data().caps.quota.get().copied();
                 Ok(response)
             }
             // What the function claimed before it failed never reaches the caller.
@@ -537,6 +541,7 @@ async fn collect(
             status: parts.status,
             body: body.to_bytes(),
             effects: Vec::new(),
+            quota: None,
         }),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(InvokeError::ResponseTooLarge(max_response))

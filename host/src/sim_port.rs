@@ -1,22 +1,20 @@
 //! The SIM port: TLS 1.3 PSK-only connections from SIMs, HTTP/1.1 framing under the message limit, dispatch to functions.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wire::identity::Identity;
+use wire::routes::{Listener, Lookup};
+use wire::sim_http::{self, Framed};
 
 use crate::capabilities::{Caller, Effect, SimCaller};
-use crate::identity::Identity;
 use crate::node::{Node, accept_loop};
-use crate::router::{Listener, Lookup};
 use crate::wolfssl::{self, TlsStream};
 
-const MAX_HEADERS: usize = 16;
 /// A connection whose requests are refused this many times in a row is closed: a SIM
 /// that works sends few requests, and one that does not should not keep a slot busy.
 const MAX_REFUSED_IN_A_ROW: u32 = 8;
@@ -112,12 +110,6 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, tls: &wolfssl::Server, nod
     stream.shutdown().await;
 }
 
-enum Framed {
-    Request { head_len: usize, total: usize },
-    Incomplete,
-    Refused(&'static str),
-}
-
 /// Serves requests on one connection until the SIM closes it, idles, or breaks the contract.
 async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
     let cfg = &node.sim_port;
@@ -128,7 +120,7 @@ async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
     // When the request now arriving began (its first byte), if one is.
     let mut began: Option<Instant> = None;
     loop {
-        match frame(&buf, cfg.message_limit) {
+        match sim_http::frame(&buf, cfg.message_limit) {
             Framed::Request { head_len, total } => {
                 let raw: Vec<u8> = buf.drain(..total).collect();
                 // A pipelined next request began no later than now.
@@ -185,74 +177,6 @@ async fn requests(stream: &mut TlsStream, caller: &SimCaller, node: &Node) {
     }
 }
 
-fn frame(buf: &[u8], limit: usize) -> Framed {
-    if buf.is_empty() {
-        return Framed::Incomplete;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(head_len)) => {
-            let mut content_length = None;
-            for h in req.headers.iter() {
-                // SIMs send bodies with a length; any transfer coding (chunked or not)
-                // is a framing this port does not speak.
-                if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Framed::Refused("chunked");
-                }
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    // Two lengths, even equal ones, are a request two parsers may
-                    // frame differently; refused rather than guessed.
-                    match (content_length, parse_content_length(h.value)) {
-                        (None, Some(n)) => content_length = Some(n),
-                        _ => return Framed::Refused("bad_content_length"),
-                    }
-                }
-            }
-            let content_length = content_length.unwrap_or(0);
-            let total = head_len.saturating_add(content_length);
-            if total > limit {
-                Framed::Refused("too_large")
-            } else if buf.len() >= total {
-                Framed::Request { head_len, total }
-            } else {
-                Framed::Incomplete
-            }
-        }
-        Ok(httparse::Status::Partial) if buf.len() > limit => Framed::Refused("too_large"),
-        Ok(httparse::Status::Partial) => Framed::Incomplete,
-        Err(_) => Framed::Refused("bad_request"),
-    }
-}
-
-/// RFC 9110's `1*DIGIT`, nothing else: no sign, no inner space, not empty, no list.
-/// Surrounding blanks are the header's optional whitespace, not part of the value.
-fn parse_content_length(value: &[u8]) -> Option<usize> {
-    let value = value.trim_ascii();
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    value.iter().try_fold(0usize, |n, d| {
-        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
-    })
-}
-
-/// Does the request leave the connection open? HTTP/1.1 unless `close`; HTTP/1.0
-/// only with `keep-alive`. `Connection` is a list, and may come more than once.
-fn keeps_open(req: &httparse::Request) -> bool {
-    let tokens = || {
-        req.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-    };
-    if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
-        return false;
-    }
-    req.version == Some(1) || tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
-}
-
 /// Counts a refusal and logs it, at most once per SIM and reason per window.
 fn note(node: &Node, caller: &SimCaller, reason: &str) {
     let log = &node.platform.sim_log;
@@ -285,30 +209,19 @@ impl Served {
 }
 
 async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) -> Served {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    // `frame` parsed these same bytes; a failure here would be a bug, answered like bad input.
-    let (Ok(_), Some(method), Some(target)) = (req.parse(raw), req.method, req.path) else {
+    let Ok(head) = sim_http::head(raw) else {
         return Served::refused(node, caller, "bad_request", false);
     };
-    let keep_open = keeps_open(&req);
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let (method, path, keep_open) = (head.method, head.path, head.keep_open);
     let matched = match node.routes.lookup(Listener::Sim, method, path) {
         Lookup::Found(matched) => matched,
         Lookup::MethodNotAllowed | Lookup::NotFound => {
             return Served::refused(node, caller, "no_route", keep_open);
         }
     };
-    let mut builder = http::Request::builder().method(method);
-    let Ok(uri) = http::Uri::from_str(target) else {
-        return Served::refused(node, caller, "bad_request", keep_open);
-    };
-    builder = builder.uri(uri);
-    for h in req.headers.iter() {
-        builder = builder.header(h.name, h.value);
-    }
-    let Ok(mut request) = builder.body(Bytes::copy_from_slice(&raw[head_len..])) else {
-        return Served::refused(node, caller, "bad_request", keep_open);
+    let mut request = match sim_http::request(raw, head_len) {
+        Ok(request) => request,
+        Err(bad) => return Served::refused(node, caller, "bad_request", bad.keep_open),
     };
     matched.set_spin_headers(request.headers_mut());
     let component = &matched.route.component;
@@ -406,91 +319,6 @@ fn error_response(reason: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn framing_respects_the_limit_and_content_length() {
-        let req = b"POST /v1/dev/a?iccid=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
-        assert!(matches!(frame(req, 250), Framed::Request { total, .. } if total == req.len()));
-        assert!(matches!(
-            frame(&req[..req.len() - 1], 250),
-            Framed::Incomplete
-        ));
-        assert!(matches!(frame(req, 40), Framed::Refused("too_large")));
-        let big_body = b"POST / HTTP/1.1\r\nContent-Length: 500\r\n\r\n";
-        assert!(matches!(frame(big_body, 250), Framed::Refused("too_large")));
-        assert!(matches!(
-            frame(&[b'G'; 251], 250),
-            Framed::Refused("bad_request") | Framed::Refused("too_large")
-        ));
-        assert!(matches!(
-            frame(b"\x00\x01garbage\r\n\r\n", 250),
-            Framed::Refused("bad_request")
-        ));
-        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(matches!(frame(chunked, 250), Framed::Refused("chunked")));
-    }
-
-    #[test]
-    fn content_length_is_one_plain_number() {
-        let with = |headers: &str| format!("POST /v1/dev/a HTTP/1.1\r\n{headers}\r\nhello");
-        for good in [
-            "Content-Length: 5\r\n",
-            "Content-Length:  5 \r\n",
-            "Content-Length: 005\r\n",
-        ] {
-            let req = with(good);
-            assert!(
-                matches!(frame(req.as_bytes(), 250), Framed::Request { total, .. } if total == req.len()),
-                "{good:?}"
-            );
-        }
-        for bad in [
-            "Content-Length: 5\r\nContent-Length: 5\r\n",
-            "Content-Length: 5\r\nContent-Length: 0\r\n",
-            "Content-Length: +5\r\n",
-            "Content-Length: -5\r\n",
-            "Content-Length: 5 5\r\n",
-            "Content-Length: 5,5\r\n",
-            "Content-Length: 0x5\r\n",
-            "Content-Length: \r\n",
-            "Content-Length: 99999999999999999999999\r\n",
-        ] {
-            assert!(
-                matches!(
-                    frame(with(bad).as_bytes(), 250),
-                    Framed::Refused("bad_content_length")
-                ),
-                "{bad:?}"
-            );
-        }
-        for coding in ["chunked", "gzip", "identity"] {
-            let req = with(&format!(
-                "Transfer-Encoding: {coding}\r\nContent-Length: 5\r\n"
-            ));
-            assert!(
-                matches!(frame(req.as_bytes(), 250), Framed::Refused("chunked")),
-                "{coding}"
-            );
-        }
-    }
-
-    #[test]
-    fn only_http_1_1_or_keep_alive_keeps_the_connection_open() {
-        let open = |raw: &str| {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            req.parse(raw.as_bytes()).unwrap();
-            keeps_open(&req)
-        };
-        assert!(open("GET / HTTP/1.1\r\n\r\n"));
-        assert!(!open("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
-        assert!(!open("GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n"));
-        assert!(!open("GET / HTTP/1.0\r\n\r\n"));
-        assert!(open("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
-        assert!(!open(
-            "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
-        ));
-    }
 
     #[test]
     fn responses_carry_only_type_and_length() {

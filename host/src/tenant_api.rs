@@ -10,9 +10,9 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use wire::identity::is_name;
 
 use crate::capabilities::Caller;
-use crate::identity::is_name;
 use crate::node::Node;
 use crate::runtime::{Loaded, Prepared};
 use crate::secrets::random_token;
@@ -115,6 +115,11 @@ fn over_quota(account: &str, quota: crate::store::Quota) -> Answer {
         quota = quota.name(),
         "write refused: quota reached"
     );
+    quota_refused(quota)
+}
+
+/// The answer to a write over `quota`, wherever in the admin API it was refused.
+pub fn quota_refused(quota: crate::store::Quota) -> Answer {
     answer(
         StatusCode::CONFLICT,
         json!({ "error": "quota", "quota": quota.name() }),

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wire::routes::RouteTable;
 use zeroize::Zeroizing;
 
 use crate::admin_port::{self, AdminAccess};
@@ -23,7 +24,6 @@ use crate::components;
 use crate::guard::{self, Budget, Gate, Limits};
 use crate::node::Node;
 use crate::psk_cache::PskCache;
-use crate::router::RouteTable;
 use crate::runtime::{CallLimits, Runtime, RuntimeConfig};
 use crate::secrets::{self, OperatorCredentials, Sealer};
 use crate::sim_port::{self, SimPortConfig};
@@ -153,15 +153,17 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 4096)]
     pub max_sim_handshakes: usize,
     /// SIM handshakes in progress from one address (an IPv6 /64); many SIMs may share
-    /// one carrier gateway address, so not too low.
-    #[arg(long, default_value_t = 256)]
-    pub max_sim_handshakes_per_addr: usize,
+    /// one carrier gateway address, so not too low. Default: 256, at most a quarter of
+    /// the total.
+    #[arg(long)]
+    pub max_sim_handshakes_per_addr: Option<usize>,
     /// Admin connections at once. Default: an eighth of the open-file limit, at most 1024.
     #[arg(long)]
     pub max_admin_connections: Option<usize>,
-    /// Admin connections from one address (an IPv6 /64).
-    #[arg(long, default_value_t = 64)]
-    pub max_admin_connections_per_addr: usize,
+    /// Admin connections from one address (an IPv6 /64). Default: 64, at most a
+    /// quarter of the total.
+    #[arg(long)]
+    pub max_admin_connections_per_addr: Option<usize>,
     /// An admin connection must finish its TLS handshake, and send each request head,
     /// within this; also how long a kept-alive admin connection may sit idle.
     #[arg(long, default_value_t = 10_000)]
@@ -299,7 +301,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         psks.clone(),
     )?);
 
-    let tenant_routes = routes.components_on(crate::router::Listener::Sim);
+    let tenant_routes = routes.components_on(wire::routes::Listener::Sim);
     let node = Arc::new(Node {
         tenant_routes,
         psks,
@@ -439,23 +441,33 @@ fn connection_limits(args: &UpArgs) -> Limits {
         );
     }
     tracing::debug!(?budget, "connection caps");
+    let sim_handshakes = args.max_sim_handshakes.min(budget.sim_connections);
     Limits::new(
         Gate::new("sim connections", budget.sim_connections, usize::MAX),
         Gate::new(
             "sim handshakes",
-            args.max_sim_handshakes.min(budget.sim_connections),
-            args.max_sim_handshakes_per_addr,
+            sim_handshakes,
+            args.max_sim_handshakes_per_addr
+                .unwrap_or_else(|| per_address(256, sim_handshakes)),
         ),
         Gate::new(
             "admin connections",
             budget.admin_connections,
-            args.max_admin_connections_per_addr,
+            args.max_admin_connections_per_addr
+                .unwrap_or_else(|| per_address(64, budget.admin_connections)),
         ),
         // Brokers ask from a few addresses, usually one loopback address.
         Gate::new("broker connections", budget.broker_connections, usize::MAX),
         Duration::from_millis(args.admin_header_timeout_ms),
         Duration::from_millis(args.admin_body_timeout_ms),
     )
+}
+
+/// The default per-address cap: `usual`, but never more than a quarter of the port's
+/// slots, however low the descriptor limit made them, so the operator and a valid SIM
+/// still get in while one stranger holds all it may.
+fn per_address(usual: usize, total: usize) -> usize {
+    usual.min((total / 4).max(1))
 }
 
 /// Other nodes' PSK and tenant-function changes reach this node's cache and runtime.

@@ -45,6 +45,7 @@ pub struct NodeBuilder {
     envs: Vec<(String, String)>,
     sqlite: bool,
     database_url: Option<String>,
+    open_files: Option<u64>,
 }
 
 /// The master key test nodes of a shared database use unless a test gives its own.
@@ -87,6 +88,7 @@ impl NodeBuilder {
             ],
             sqlite: !postgres::postgres_mode(),
             database_url: None,
+            open_files: None,
         }
     }
 
@@ -122,6 +124,12 @@ impl NodeBuilder {
         self
     }
 
+    /// The node runs with this open-file limit, soft and hard (it cannot raise it).
+    pub fn open_files(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
+
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.into());
         self
@@ -142,7 +150,18 @@ impl NodeBuilder {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_psk-edge"));
+        let node = env!("CARGO_BIN_EXE_psk-edge");
+        let mut cmd = match self.open_files {
+            // util-linux's prlimit sets the limit and execs the node: same process.
+            Some(limit) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(node);
+                cmd
+            }
+            None => Command::new(node),
+        };
         cmd.arg("up")
             .arg("--data-dir")
             .arg(&self.data_dir)

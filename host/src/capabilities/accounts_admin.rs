@@ -1,16 +1,17 @@
 //! `accounts-admin`: an account's expiration strategy, device profiles, device config, on-demand rotation.
 
+use wire::identity::is_name;
+use wire::topics::valid_template;
+
 use super::bindings::psk_edge::platform::accounts_admin::{App, Host, Profile};
-use super::registry::{store_refusal, unavailable};
+use super::registry::unavailable;
 use super::{Caller, CapError, CapabilityCtx, Credentials, WitExpiration};
-use crate::identity::is_name;
 use crate::secrets::{
     app_password_context, device_password_context as password_context, random_token,
 };
 use crate::store::{CreateAppError, Expiration, ProfileRow};
 
 const MAX_TOPICS: usize = 8;
-const MAX_TOPIC_LEN: usize = 200;
 const MAX_CONFIG: usize = 32;
 /// A config value must leave room for the credentials in a 250-byte SIM answer.
 const MAX_CONFIG_VALUE: usize = 200;
@@ -29,17 +30,6 @@ impl CapabilityCtx {
             Caller::Tenant(_) | Caller::Sim(_) => Err(CapError::Denied),
         }
     }
-}
-
-/// Exact topics inside the account's namespace: wildcards would let a device reach
-/// other devices' topics, `$` the broker's own.
-fn valid_template(template: &str) -> bool {
-    let rest = template.replace("{DEVICE_ID}", "");
-    (1..=MAX_TOPIC_LEN).contains(&template.len())
-        && !template.starts_with('/')
-        && rest
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && !b"$+#{}".contains(&b))
 }
 
 fn valid_json(value: &str) -> bool {
@@ -132,7 +122,7 @@ impl Host for CapabilityCtx {
                 store
                     .put_profile(&account_id, &row)
                     .await
-                    .map_err(|e| store_refusal(&e))?,
+                    .map_err(|e| self.store_refusal(&e))?,
             )?;
             tracing::info!(account = account_id, profile = row.name, "profile stored");
             Ok(())
@@ -190,7 +180,7 @@ impl Host for CapabilityCtx {
                 store
                     .set_config(&account_id, &device_id, &name, &value)
                     .await
-                    .map_err(|e| store_refusal(&e))?,
+                    .map_err(|e| self.store_refusal(&e))?,
             )?;
             tracing::info!(account = account_id, device_id, name, "config property set");
             Ok(())
@@ -412,28 +402,5 @@ impl Host for CapabilityCtx {
             Ok(())
         }
         .await)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_stay_exact_and_inside_the_namespace() {
-        assert!(valid_template("sensor/device/{DEVICE_ID}"));
-        assert!(valid_template("command/device/all"));
-        for bad in [
-            "",
-            "/abs",
-            "a/+/b",
-            "a/#",
-            "$SYS/x",
-            "a/{ACCOUNT}",
-            "a\nb",
-            &"x".repeat(201),
-        ] {
-            assert!(!valid_template(bad), "{bad:?}");
-        }
     }
 }

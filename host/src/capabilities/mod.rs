@@ -112,6 +112,9 @@ pub struct CapabilityCtx {
     /// What this request's `device` read of each device: what `serve-credentials`
     /// claims against.
     pub seen: std::collections::HashMap<String, Seen>,
+    /// The first quota a write of this request ran into: the WIT error can only say
+    /// `denied`, so the admin port names the quota in its answer from here.
+    pub quota: std::sync::OnceLock<crate::store::Quota>,
 }
 
 /// A device as a request last saw it.

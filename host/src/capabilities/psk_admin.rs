@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use wire::identity::{is_iccid, is_name};
 use zeroize::Zeroizing;
 
 use super::bindings::psk_edge::platform::psk_admin::{Change, Host};
 use super::{Caller, CapError, CapabilityCtx, Platform};
-use crate::identity::{is_iccid, is_name};
 use crate::store::{PskWrite, StoreError};
 
 /// A PSK change with the key in the clear (zeroized on drop); sealed before it is stored.

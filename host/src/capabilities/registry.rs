@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use wire::identity::is_name;
+use wire::topics::{DEVICE_ID, expand as topic};
 
 use super::bindings::psk_edge::platform::registry::{DeviceInfo, Host, Sim};
 use super::{CapError, CapabilityCtx, Credentials, Platform, Seen, SimCaller, WitExpiration};
-use crate::identity::is_name;
 use crate::secrets::{device_password_context as password_context, random_token};
 use crate::store::{
     Claim, CreateDeviceError, DeviceRow, Expiration, NewDevice, PreviousPassword, ProfileRow,
@@ -19,7 +20,6 @@ use crate::store::{
 const NAME_LEN: usize = 20;
 const PASSWORD_LEN: usize = 24;
 const CLASH_RETRIES: usize = 3;
-const DEVICE_ID: &str = "{DEVICE_ID}";
 
 /// A credential answer already counted in the store that is final only once its
 /// response reaches the SIM: the SIM port commits it after sending (the broker learns
@@ -45,11 +45,6 @@ pub fn platform_default_profile() -> ProfileRow {
         config: Vec::new(),
         expiration: None,
     }
-}
-
-/// A topic template inside the account's namespace with the device filled in.
-fn topic(account_id: &str, template: &str, device_id: &str) -> String {
-    format!("{account_id}/{}", template.replace(DEVICE_ID, device_id))
 }
 
 impl Host for CapabilityCtx {
@@ -448,6 +443,16 @@ pub(super) fn store_refusal(e: &StoreError) -> CapError {
             CapError::Denied
         }
         e => unavailable(e),
+    }
+}
+
+impl CapabilityCtx {
+    /// [`store_refusal`], keeping the quota for the admin port's answer.
+    pub(super) fn store_refusal(&self, e: &StoreError) -> CapError {
+        if let StoreError::Quota(quota) = e {
+            let _ = self.quota.set(*quota);
+        }
+        store_refusal(e)
     }
 }
 

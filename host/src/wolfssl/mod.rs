@@ -11,7 +11,6 @@
 //! `strlen`, so it could never send a 10-byte BCD ICCID such as `98 44 05 00 …`.
 
 mod client;
-mod hello;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -23,6 +22,7 @@ use zeroize::Zeroizing;
 
 pub use client::connect;
 pub use server::Server;
+pub use wire::hello::Refusal;
 
 /// Initialises wolfSSL once per process; the constructors call it too.
 pub fn init() {
@@ -110,28 +110,6 @@ pub enum TlsError {
     /// because of the identity or the key, so it tells nothing about either.
     #[error("TLS handshake refused: {}", .0.reason())]
     Refused(Refusal),
-}
-
-/// Why a ClientHello was refused before wolfSSL saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The client offers none of the port's cipher suites.
-    NoSharedSuite,
-    /// The client offers none of the port's PSK key exchange modes.
-    KexNotAllowed,
-    /// The ClientHello claims or takes more bytes than any SIM's.
-    HelloTooLarge,
-}
-
-impl Refusal {
-    /// A short name for logs and metrics.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::NoSharedSuite => "no_shared_suite",
-            Refusal::KexNotAllowed => "kex_mode_not_allowed",
-            Refusal::HelloTooLarge => "client_hello_too_large",
-        }
-    }
 }
 
 /// An established TLS 1.3 connection, server or client side.

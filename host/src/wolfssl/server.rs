@@ -15,10 +15,10 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use wire::hello::{self, Policy, Scan};
 use wolfssl_sys as ffi;
 use zeroize::Zeroizing;
 
-use super::hello::{self, Policy, Scan};
 use super::{Engine, KeyExchange, PskLookup, ServerConfig, TlsError, TlsStream};
 
 // `Server` is shared between tasks on several threads; that needs wolfSSL's own locking.

@@ -234,7 +234,7 @@ mod tests {
     use super::*;
 
     fn table() -> RouteTable {
-        RouteTable::parse(crate::components::DEFAULT_MANIFEST, Path::new("/m")).unwrap()
+        RouteTable::parse(include_str!("../../spin.toml"), Path::new("/m")).unwrap()
     }
 
     #[test]

@@ -17,16 +17,38 @@ use tls_parser::{
 /// stays under 2 KiB. 4 KiB leaves room for both, and a hello that claims more is
 /// refused from its first nine bytes, before anything else is buffered: a pending
 /// handshake then holds at most a few KiB, whatever the peer claims or sends.
-pub(super) const MAX_HELLO_BYTES: usize = 4 * 1024;
+pub const MAX_HELLO_BYTES: usize = 4 * 1024;
 
 /// Bytes read while waiting for the hello: its body plus room for record and
 /// handshake headers even when split into many small records.
-const MAX_HELLO_WIRE_BYTES: usize = 2 * MAX_HELLO_BYTES;
+pub const MAX_HELLO_WIRE_BYTES: usize = 2 * MAX_HELLO_BYTES;
 
 const CLIENT_HELLO: u8 = 1;
 
+/// Why the port refuses a ClientHello before wolfSSL sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client offers none of the port's cipher suites.
+    NoSharedSuite,
+    /// The client offers none of the port's PSK key exchange modes.
+    KexNotAllowed,
+    /// The ClientHello claims or takes more bytes than any SIM's.
+    HelloTooLarge,
+}
+
+impl Refusal {
+    /// A short name for logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NoSharedSuite => "no_shared_suite",
+            Refusal::KexNotAllowed => "kex_mode_not_allowed",
+            Refusal::HelloTooLarge => "client_hello_too_large",
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Scan {
+pub enum Scan {
     /// The ClientHello is not complete yet: read more from the socket.
     NeedMore,
     /// The identities offered in the `pre_shared_key` extension, in order; empty when
@@ -36,12 +58,12 @@ pub(super) enum Scan {
     /// offer. wolfSSL would answer with a ServerHello and then stop without an alert.
     NoPsk,
     /// A ClientHello the port refuses before wolfSSL sees it.
-    Refused(super::Refusal),
+    Refused(Refusal),
 }
 
 /// What the port accepts of a ClientHello, in wire numbers.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Policy {
+pub struct Policy {
     /// IANA numbers of the suites the port serves; None: not known here, wolfSSL decides.
     pub suites: Option<Vec<u16>>,
     /// psk_key_exchange_modes the port serves (0 psk_ke, 1 psk_dhe_ke); None: any.
@@ -49,8 +71,8 @@ pub(super) struct Policy {
 }
 
 /// RFC 8446 §4.2.9.
-pub(super) const PSK_KE: u8 = 0;
-pub(super) const PSK_DHE_KE: u8 = 1;
+pub const PSK_KE: u8 = 0;
+pub const PSK_DHE_KE: u8 = 1;
 
 /// wolfSSL's TLS 1.3 suite names (and the IANA ones it takes too) to their numbers.
 const SUITES: &[(&str, &str, u16)] = &[
@@ -71,7 +93,7 @@ const SUITES: &[(&str, &str, u16)] = &[
 
 /// The suite numbers of a wolfSSL cipher list; None when a name is not one of ours,
 /// so an unusual list is left to wolfSSL rather than refused here by mistake.
-pub(super) fn suite_numbers(cipher_list: &str) -> Option<Vec<u16>> {
+pub fn suite_numbers(cipher_list: &str) -> Option<Vec<u16>> {
     cipher_list
         .split(':')
         .filter(|name| !name.is_empty())
@@ -85,7 +107,7 @@ pub(super) fn suite_numbers(cipher_list: &str) -> Option<Vec<u16>> {
 }
 
 /// Looks at the bytes received so far (the start of the connection).
-pub(super) fn scan(received: &[u8], policy: &Policy) -> Scan {
+pub fn scan(received: &[u8], policy: &Policy) -> Scan {
     let mut rest = received;
     let mut handshake = Vec::new();
     loop {
@@ -101,14 +123,16 @@ pub(super) fn scan(received: &[u8], policy: &Policy) -> Scan {
             .get(3..5)
             .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])));
         if record_len.is_some_and(|len| len > MAX_HELLO_BYTES + 4) {
-            return Scan::Refused(super::Refusal::HelloTooLarge);
+            return Scan::Refused(Refusal::HelloTooLarge);
         }
+        // The handshake header is only at 5..9 when this record holds all of it.
         if handshake.is_empty()
+            && record_len.is_some_and(|len| len >= 4)
             && let Some(head) = rest.get(5..9)
             && head[0] == CLIENT_HELLO
             && u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize > MAX_HELLO_BYTES
         {
-            return Scan::Refused(super::Refusal::HelloTooLarge);
+            return Scan::Refused(Refusal::HelloTooLarge);
         }
         let record = match parse_tls_raw_record(rest) {
             Ok((after, record)) => {
@@ -119,7 +143,7 @@ pub(super) fn scan(received: &[u8], policy: &Policy) -> Scan {
                 return Scan::NeedMore;
             }
             Err(tls_parser::nom::Err::Incomplete(_)) => {
-                return Scan::Refused(super::Refusal::HelloTooLarge);
+                return Scan::Refused(Refusal::HelloTooLarge);
             }
             Err(_) => return Scan::Done(Vec::new()),
         };
@@ -132,7 +156,7 @@ pub(super) fn scan(received: &[u8], policy: &Policy) -> Scan {
         }
         let body_len = u32::from_be_bytes([0, handshake[1], handshake[2], handshake[3]]) as usize;
         if body_len > MAX_HELLO_BYTES {
-            return Scan::Refused(super::Refusal::HelloTooLarge);
+            return Scan::Refused(Refusal::HelloTooLarge);
         }
         if handshake.len() >= 4 + body_len {
             return judge(&handshake[..4 + body_len], policy);
@@ -167,7 +191,7 @@ fn judge(message: &[u8], policy: &Policy) -> Scan {
     if let Some(allowed) = &policy.suites
         && !hello.ciphers.iter().any(|suite| allowed.contains(&suite.0))
     {
-        return Scan::Refused(super::Refusal::NoSharedSuite);
+        return Scan::Refused(Refusal::NoSharedSuite);
     }
     if let Some(allowed) = &policy.kex_modes {
         let offered = extensions.iter().find_map(|extension| match extension {
@@ -179,7 +203,7 @@ fn judge(message: &[u8], policy: &Policy) -> Scan {
         if let Some(modes) = offered
             && !modes.iter().any(|mode| allowed.contains(mode))
         {
-            return Scan::Refused(super::Refusal::KexNotAllowed);
+            return Scan::Refused(Refusal::KexNotAllowed);
         }
     }
     Scan::Done(identities)
@@ -324,7 +348,7 @@ mod tests {
         };
         assert_eq!(
             scan(&wire, &gcm_only),
-            Scan::Refused(crate::wolfssl::Refusal::NoSharedSuite)
+            Scan::Refused(Refusal::NoSharedSuite)
         );
         // The hello offers psk_ke only, as a SIM applet does.
         let dhe_only = Policy {
@@ -333,7 +357,7 @@ mod tests {
         };
         assert_eq!(
             scan(&wire, &dhe_only),
-            Scan::Refused(crate::wolfssl::Refusal::KexNotAllowed)
+            Scan::Refused(Refusal::KexNotAllowed)
         );
         assert_eq!(
             suite_numbers("TLS13-AES128-CCM-SHA256:TLS_AES_128_GCM_SHA256"),
@@ -347,7 +371,7 @@ mod tests {
 
     #[test]
     fn an_oversized_hello_is_refused_from_its_declared_length() {
-        let too_large = crate::wolfssl::Refusal::HelloTooLarge;
+        let too_large = Refusal::HelloTooLarge;
         let claimed = (MAX_HELLO_BYTES as u32 + 1).to_be_bytes();
         let head = [
             22,
@@ -379,6 +403,20 @@ mod tests {
             scan(&records(&big, 1), &Policy::default()),
             Scan::Refused(too_large)
         );
+    }
+
+    #[test]
+    fn a_verdict_does_not_depend_on_how_much_has_arrived() {
+        // Found by the client_hello fuzz target: an empty record, then a byte that is
+        // not a record type. The bytes after it once looked like a hello's length.
+        let wire = [22, 0, 0, 0, 0, 1, 0, 52, 52, 53];
+        for cut in 6..=wire.len() {
+            assert_eq!(
+                scan(&wire[..cut], &Policy::default()),
+                Scan::Done(vec![]),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
