@@ -7,7 +7,7 @@
 # functions are built for. Idempotent; quiet when everything is present.
 set -euo pipefail
 
-packages=(autoconf automake libtool libclang-dev pkg-config make gcc openssl gnutls-bin curl ca-certificates mosquitto mosquitto-dev postgresql)
+packages=(autoconf automake libtool libclang-dev pkg-config make gcc g++ openssl gnutls-bin curl ca-certificates mosquitto mosquitto-dev postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
