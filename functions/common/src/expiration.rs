@@ -1,4 +1,4 @@
-//! Credential expiration strategies (SPEC §1): when a SIM's GET gets a fresh password, and their admin JSON.
+//! Credential expiration strategies (docs/protocol.md, Credentials and expiration): when a SIM's GET gets a fresh password, and their admin JSON.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 

@@ -1,4 +1,4 @@
-//! Strict validation of the operator's PSK requests (SPEC §2). No reason ever carries key bytes.
+//! Strict validation of the operator's PSK requests (docs/protocol.md, PSK management and Bulk PSK import). No reason ever carries key bytes.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The naming rules of the wire contract (SPEC §1, §2).
+//! The naming rules of the wire contract (docs/protocol.md, Names and the `iccid` parameter; PSK management).
 
 /// Longest name (device id, profile, config property, account id) the contract allows.
 pub const NAME_MAX: usize = 64;
