@@ -103,9 +103,10 @@ fn read_dir(dir: &Path) -> Result<fs::ReadDir, String> {
     fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))
 }
 
-/// Reruns on any change to the workspace members' sources and manifests, the lock, or
-/// the WIT contract. Watching functions/ as a whole would also watch its target
-/// directories and the test fixtures and examples, none of which are embedded.
+/// Reruns on any change to the workspace members' sources and manifests, the lock, the
+/// WIT contract, or the contract rules the components share with the host (`wire`).
+/// Watching functions/ as a whole would also watch its target directories and the test
+/// fixtures and examples, none of which are embedded.
 fn watch(functions: &Path, wit: &Path) -> Result<(), String> {
     for file in ["Cargo.toml", "Cargo.lock"] {
         println!("cargo::rerun-if-changed={}", functions.join(file).display());
@@ -128,6 +129,17 @@ fn watch(functions: &Path, wit: &Path) -> Result<(), String> {
         );
     }
     println!("cargo::rerun-if-changed={}", wit.display());
+    // The rules a component links from `wire` (identity, topics); its parsers are not
+    // built for components, but a change to the crate's manifest or lib.rs may be.
+    let rules = functions.join("../wire");
+    for part in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "src/identity.rs",
+        "src/topics.rs",
+    ] {
+        println!("cargo::rerun-if-changed={}", rules.join(part).display());
+    }
     Ok(())
 }
 

@@ -37,6 +37,13 @@ pub fn random_token(len: usize) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Broker client ids and usernames (`cli`, `usr`) are at most 24 characters on the
+/// wire; 20 random characters (~119 bits) make a broker-wide clash practically
+/// impossible, and the store's unique constraints catch one anyway.
+pub const BROKER_NAME_LEN: usize = 20;
+/// MQTT passwords the platform hands out: 24 characters, ~143 bits.
+pub const BROKER_PASSWORD_LEN: usize = 24;
+
 /// AES-256-GCM under the master key. Every ciphertext carries the key's id, so a
 /// later key rotation can tell old from new, and is bound to its row by `context`.
 #[derive(Clone)]
@@ -49,6 +56,14 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// A fresh MQTT password, in the clear for the one answer that carries it and
+    /// sealed under `context` for the store.
+    pub fn fresh_password(&self, context: &[u8]) -> anyhow::Result<(String, Vec<u8>)> {
+        let clear = random_token(BROKER_PASSWORD_LEN)?;
+        let sealed = self.seal(context, clear.as_bytes())?;
+        Ok((clear, sealed))
+    }
+
     pub fn new(key: &[u8; 32]) -> Self {
         let digest = Sha256::digest([b"psk-edge key id".as_slice(), key].concat());
         let mut key_id = [0u8; KEY_ID_LEN];

@@ -5,7 +5,9 @@ pub fn is_iccid(s: &str) -> bool {
     (1..=22).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Device ids, profile names, config properties and account ids: `[A-Za-z0-9._-]{1,64}`.
+/// Device ids, profile names, config properties and account ids: `[A-Za-z0-9._-]{1,64}`,
+/// checked on the raw bytes: a percent-encoded name is refused rather than decoded, so
+/// one name has exactly one spelling.
 pub fn is_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()

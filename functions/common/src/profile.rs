@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::admin::{Bad, config_value, field, known_members, member};
 use crate::expiration::{self, Expiration};
 use crate::rules::is_name;
-use crate::topics::{self, DEFAULT_PUBLISH, DEFAULT_SUBSCRIBE, Kind};
+use crate::topics::{self, DEFAULT_PUBLISH, DEFAULT_SUBSCRIBE};
 use crate::value::{self, NotObject, Object};
 
 /// Config properties a profile may give its devices.
@@ -26,7 +26,6 @@ pub struct Profile {
 fn topic_list(
     members: &[(String, &serde_json::value::RawValue)],
     key: &str,
-    kind: Kind,
     default: &[&str],
 ) -> Result<Vec<String>, Bad> {
     let Some(raw) = member(members, key) else {
@@ -34,7 +33,7 @@ fn topic_list(
     };
     let list: Vec<String> =
         serde_json::from_str(raw.get()).map_err(|_| Bad::new(key, "not an array of strings"))?;
-    topics::check_list(&list, kind, key)?;
+    topics::check_list(&list, key)?;
     Ok(list)
 }
 
@@ -86,8 +85,8 @@ pub fn parse(name: &str, body: &[u8]) -> Result<Profile, Bad> {
     };
     Ok(Profile {
         name: name.to_owned(),
-        publish: topic_list(&members, "publish", Kind::Publish, DEFAULT_PUBLISH)?,
-        subscribe: topic_list(&members, "subscribe", Kind::Subscribe, DEFAULT_SUBSCRIBE)?,
+        publish: topic_list(&members, "publish", DEFAULT_PUBLISH)?,
+        subscribe: topic_list(&members, "subscribe", DEFAULT_SUBSCRIBE)?,
         config: config(member(&members, "config"))?,
         expiration,
     })
@@ -246,11 +245,17 @@ mod tests {
             ),
             (
                 br#"{"publish":["a/+"]}"#,
-                Bad::new("publish[0]", "a publish topic has no wildcards + or #"),
+                Bad::new(
+                    "publish[0]",
+                    "a device's topics are exact: no wildcards + or #",
+                ),
             ),
             (
-                br#"{"subscribe":["a","a/#/b"]}"#,
-                Bad::new("subscribe[1]", "# must be the whole last level"),
+                br#"{"subscribe":["a","a/#"]}"#,
+                Bad::new(
+                    "subscribe[1]",
+                    "a device's topics are exact: no wildcards + or #",
+                ),
             ),
             (
                 br#"{"subscribe":["$SYS/#"]}"#,

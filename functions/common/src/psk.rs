@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::rules::{is_iccid_digits, is_name};
+use crate::rules::{is_iccid, is_name};
 
 pub const PSK_MIN: usize = 16;
 pub const PSK_MAX: usize = 64;
@@ -106,7 +106,7 @@ fn fields(body: &[u8]) -> Result<Fields, Invalid> {
 fn identity(value: Option<Value>) -> Result<String, Invalid> {
     match value {
         None => Err(Invalid::Missing("identity")),
-        Some(Value::String(s)) if is_iccid_digits(&s) => Ok(s),
+        Some(Value::String(s)) if is_iccid(&s) => Ok(s),
         Some(_) => Err(Invalid::Identity),
     }
 }

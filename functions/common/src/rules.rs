@@ -1,22 +1,6 @@
 //! The naming rules of the wire contract (docs/protocol.md, Names and the `iccid` parameter; PSK management).
 
-/// Longest name (device id, profile, config property, account id) the contract allows.
-pub const NAME_MAX: usize = 64;
-/// Longest ICCID in digits: the contract allows 1–22.
-pub const ICCID_MAX: usize = 22;
-
-/// `[A-Za-z0-9._-]{1,64}`, checked on the raw bytes: a percent-encoded name is
-/// refused rather than decoded, so one name has exactly one spelling.
-pub fn is_name(s: &str) -> bool {
-    (1..=NAME_MAX).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// 1–22 ASCII digits: the form of an ICCID used as a PSK identity.
-pub fn is_iccid_digits(s: &str) -> bool {
-    (1..=ICCID_MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
+pub use wire::identity::{is_iccid, is_name};
 
 /// Whether the `iccid=` value names the authenticated SIM. Its ICCID digits always
 /// do; a SIM that authenticated with the BCD form may also send the hex of its
@@ -48,14 +32,14 @@ mod tests {
 
     #[test]
     fn iccid_digits() {
-        assert!(is_iccid_digits("049305930495403"));
-        assert!(is_iccid_digits("1"));
-        assert!(is_iccid_digits(&"9".repeat(22)));
-        assert!(!is_iccid_digits(&"9".repeat(23)));
-        assert!(!is_iccid_digits(""));
-        assert!(!is_iccid_digits("12a"));
-        assert!(!is_iccid_digits(" 12"));
-        assert!(!is_iccid_digits("１２"));
+        assert!(is_iccid("049305930495403"));
+        assert!(is_iccid("1"));
+        assert!(is_iccid(&"9".repeat(22)));
+        assert!(!is_iccid(&"9".repeat(23)));
+        assert!(!is_iccid(""));
+        assert!(!is_iccid("12a"));
+        assert!(!is_iccid(" 12"));
+        assert!(!is_iccid("１２"));
     }
 
     #[test]

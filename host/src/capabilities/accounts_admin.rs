@@ -1,24 +1,17 @@
 //! `accounts-admin`: an account's expiration strategy, device profiles, device config, on-demand rotation.
 
 use wire::identity::is_name;
-use wire::topics::valid_template;
+use wire::topics::{MAX_TEMPLATES, valid_template};
 
 use super::bindings::psk_edge::platform::accounts_admin::{App, Host, Profile};
-use super::registry::unavailable;
+use super::registry::{CLASH_RETRIES, fresh_password, unavailable};
 use super::{Caller, CapError, CapabilityCtx, Credentials, WitExpiration};
-use crate::secrets::{
-    app_password_context, device_password_context as password_context, random_token,
-};
+use crate::secrets::{BROKER_NAME_LEN, app_password_context, random_token};
 use crate::store::{CreateAppError, Expiration, ProfileRow};
 
-const MAX_TOPICS: usize = 8;
 const MAX_CONFIG: usize = 32;
 /// A config value must leave room for the credentials in a 250-byte SIM answer.
 const MAX_CONFIG_VALUE: usize = 200;
-/// Applications' broker names follow the devices' rules (see `registry`).
-const NAME_LEN: usize = 20;
-const PASSWORD_LEN: usize = 24;
-const CLASH_RETRIES: usize = 3;
 
 impl CapabilityCtx {
     /// Who may administer `account_id`: the operator any account, a tenant its own.
@@ -37,7 +30,7 @@ fn valid_json(value: &str) -> bool {
 }
 
 fn valid_profile(p: &Profile) -> bool {
-    let topics_ok = |t: &[String]| t.len() <= MAX_TOPICS && t.iter().all(|t| valid_template(t));
+    let topics_ok = |t: &[String]| t.len() <= MAX_TEMPLATES && t.iter().all(|t| valid_template(t));
     is_name(&p.name)
         && !p.publish.is_empty()
         && topics_ok(&p.publish)
@@ -239,14 +232,8 @@ impl Host for CapabilityCtx {
         Ok(async {
             self.admin(&account_id)?;
             let platform = &self.platform;
-            let password = random_token(24).map_err(|e| unavailable(&e))?;
-            let sealed = platform
-                .sealer
-                .seal(
-                    &password_context(&account_id, &device_id),
-                    password.as_bytes(),
-                )
-                .map_err(|e| unavailable(&e))?;
+            // The clear password is not needed: the SIM gets one with its next request.
+            let (_, sealed) = fresh_password(platform, &account_id, &device_id)?;
             // Not yet handed to the SIM: it gets the new password with its next request.
             let revision = platform
                 .store
@@ -307,15 +294,11 @@ impl Host for CapabilityCtx {
             }
             let platform = &self.platform;
             for _ in 0..CLASH_RETRIES {
-                let client_id = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
-                let username = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
-                let password = random_token(PASSWORD_LEN).map_err(|e| unavailable(&e))?;
-                let sealed = platform
+                let client_id = random_token(BROKER_NAME_LEN).map_err(|e| unavailable(&e))?;
+                let username = random_token(BROKER_NAME_LEN).map_err(|e| unavailable(&e))?;
+                let (password, sealed) = platform
                     .sealer
-                    .seal(
-                        &app_password_context(&account_id, &name),
-                        password.as_bytes(),
-                    )
+                    .fresh_password(&app_password_context(&account_id, &name))
                     .map_err(|e| unavailable(&e))?;
                 match platform
                     .store

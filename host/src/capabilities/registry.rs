@@ -4,22 +4,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use wire::identity::is_name;
-use wire::topics::{DEVICE_ID, expand as topic};
+use wire::topics::{DEFAULT_PUBLISH, DEFAULT_SUBSCRIBE, expand as topic};
 
 use super::bindings::psk_edge::platform::registry::{DeviceInfo, Host, Sim};
 use super::{CapError, CapabilityCtx, Credentials, Platform, Seen, SimCaller, WitExpiration};
-use crate::secrets::{device_password_context as password_context, random_token};
+use crate::secrets::{BROKER_NAME_LEN, device_password_context as password_context, random_token};
 use crate::store::{
     Claim, CreateDeviceError, DeviceRow, Expiration, NewDevice, PreviousPassword, ProfileRow,
     StoreError, now_ms,
 };
 
-/// `cli` and `usr` are at most 24 characters on the wire; 20 random characters
-/// (~119 bits) make a broker-wide clash practically impossible, and the store's
-/// unique constraints catch one anyway.
-const NAME_LEN: usize = 20;
-const PASSWORD_LEN: usize = 24;
-const CLASH_RETRIES: usize = 3;
+/// Fresh broker names to try when one clashes with a name already taken.
+pub(super) const CLASH_RETRIES: usize = 3;
 
 /// A credential answer already counted in the store that is final only once its
 /// response reaches the SIM: the SIM port commits it after sending (the broker learns
@@ -37,11 +33,8 @@ pub enum Effect {
 pub fn platform_default_profile() -> ProfileRow {
     ProfileRow {
         name: "default".into(),
-        publish: vec![format!("sensor/device/{DEVICE_ID}")],
-        subscribe: vec![
-            format!("command/device/{DEVICE_ID}"),
-            "command/device/all".into(),
-        ],
+        publish: DEFAULT_PUBLISH.iter().map(|t| (*t).to_owned()).collect(),
+        subscribe: DEFAULT_SUBSCRIBE.iter().map(|t| (*t).to_owned()).collect(),
         config: Vec::new(),
         expiration: None,
     }
@@ -235,18 +228,16 @@ impl Host for CapabilityCtx {
     }
 }
 
-/// A new password in the clear (for the answer) and sealed (for the store).
-fn fresh_password(
+/// A device's new password in the clear (for the answer) and sealed (for the store).
+pub(super) fn fresh_password(
     platform: &Platform,
     account_id: &str,
     device_id: &str,
 ) -> Result<(String, Vec<u8>), CapError> {
-    let clear = random_token(PASSWORD_LEN).map_err(|e| unavailable(&e))?;
-    let sealed = platform
+    platform
         .sealer
-        .seal(&password_context(account_id, device_id), clear.as_bytes())
-        .map_err(|e| unavailable(&e))?;
-    Ok((clear, sealed))
+        .fresh_password(&password_context(account_id, device_id))
+        .map_err(|e| unavailable(&e))
 }
 
 impl Platform {
@@ -269,8 +260,8 @@ impl Platform {
             .map(|t| topic(account_id, t, device_id))
             .collect();
         for _ in 0..CLASH_RETRIES {
-            let client_id = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
-            let username = random_token(NAME_LEN).map_err(|e| unavailable(&e))?;
+            let client_id = random_token(BROKER_NAME_LEN).map_err(|e| unavailable(&e))?;
+            let username = random_token(BROKER_NAME_LEN).map_err(|e| unavailable(&e))?;
             let (password, sealed) = fresh_password(self, account_id, device_id)?;
             let device = NewDevice {
                 account_id,
