@@ -40,15 +40,16 @@ pub struct AdminClient {
 impl AdminClient {
     /// Credentials: see [`operator_pair`].
     pub fn new(args: &AdminArgs) -> anyhow::Result<Self> {
-        let authority = args
-            .admin_url
-            .strip_prefix("https://")
-            .context("--admin-url must start with https://")?
-            .trim_end_matches('/');
-        let (host, port) = authority
-            .rsplit_once(':')
-            .map_or(Ok((authority, 443)), |(h, p)| p.parse().map(|p| (h, p)))
-            .context("--admin-url has a bad port")?;
+        let url = url::Url::parse(&args.admin_url).context("--admin-url is not a URL")?;
+        if url.scheme() != "https" {
+            anyhow::bail!("--admin-url must start with https://");
+        }
+        let host = match url.host().context("--admin-url has no host")? {
+            url::Host::Domain(name) => name.to_owned(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
         let ca = args
             .admin_ca
             .clone()
@@ -68,10 +69,7 @@ impl AdminClient {
         let (key, secret) = operator_pair(args)?;
         let pair = Zeroizing::new(format!("{key}:{}", *secret));
         Ok(AdminClient {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
+            host,
             port,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             authorization: Zeroizing::new(format!(

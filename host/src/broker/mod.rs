@@ -12,6 +12,8 @@
 pub mod authority;
 pub mod client;
 pub mod endpoint;
+#[allow(unsafe_code)]
+// process control of the managed broker: uid lookup, signals, parent-death signal.
 pub mod managed;
 pub mod revocations;
 
@@ -95,77 +97,61 @@ impl FromStr for BrokerUrl {
     type Err = BrokerUrlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = s
-            .strip_prefix("mqtt://")
-            .or_else(|| s.strip_prefix("tcp://"))
-            .ok_or(BrokerUrlError("the scheme must be mqtt://"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        // The last '@' ends the credentials: a password with an unencoded '@' still parses.
-        let (credentials, hostport) = match rest.rsplit_once('@') {
-            None => (None, rest),
-            Some((userinfo, hostport)) => {
-                let (user, password) = userinfo
-                    .split_once(':')
-                    .ok_or(BrokerUrlError("no :PASSWORD after the user"))?;
-                let username = percent_decode(user)
-                    .ok_or(BrokerUrlError("bad percent-encoding in the user"))?;
-                let password = Zeroizing::new(
-                    percent_decode(password)
-                        .ok_or(BrokerUrlError("bad percent-encoding in the password"))?,
-                );
-                if username.is_empty() {
-                    return Err(BrokerUrlError("empty user"));
-                }
-                (Some((username, password)), hostport)
-            }
-        };
-        let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or(BrokerUrlError("unclosed [ in the host"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() || host.contains(['/', '?', '#', '@']) {
-            return Err(BrokerUrlError("bad host"));
+        let url = url::Url::parse(s).map_err(|_| BrokerUrlError("not a URL"))?;
+        if !matches!(url.scheme(), "mqtt" | "tcp") {
+            return Err(BrokerUrlError("the scheme must be mqtt://"));
         }
-        let port = match port {
-            None => Self::DEFAULT_PORT,
-            Some(port) => port
-                .parse()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or(BrokerUrlError("bad port"))?,
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err(BrokerUrlError("nothing may follow the host and port"));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(BrokerUrlError("bad host")),
+        };
+        let port = url.port().unwrap_or(Self::DEFAULT_PORT);
+        if port == 0 {
+            return Err(BrokerUrlError("bad port"));
+        }
+        let credentials = match (url.username(), url.password()) {
+            ("", None) => None,
+            ("", Some(_)) => return Err(BrokerUrlError("empty user")),
+            (_, None) => return Err(BrokerUrlError("no :PASSWORD after the user")),
+            (user, Some(password)) => {
+                let username =
+                    decode(user).ok_or(BrokerUrlError("bad percent-encoding in the user"))?;
+                let password = decode(password)
+                    .ok_or(BrokerUrlError("bad percent-encoding in the password"))?;
+                Some((username.to_string(), password))
+            }
         };
         Ok(BrokerUrl {
-            host: host.to_owned(),
+            host,
             port,
             credentials,
         })
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Zeroizing::new(Vec::with_capacity(bytes.len()));
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
+/// Percent-decodes a URL's user or password, refusing a `%` not followed by two hex
+/// digits: `url` keeps such a `%` as it is, and a password taken wrongly would fail
+/// at the broker with a reason nobody could see.
+fn decode(part: &str) -> Option<Zeroizing<String>> {
+    let bytes = part.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
                 .get(i + 1..i + 3)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(std::mem::take(&mut *out)).ok()
+    let decoded = percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .ok()?;
+    Some(Zeroizing::new(decoded.into_owned()))
 }
 
 #[cfg(test)]

@@ -137,19 +137,20 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The URL with its password masked, for messages: a log line must not carry it.
+/// The URL with its password masked, for messages: a log line must not carry it. A
+/// string whose password `url` cannot find (not a URL, or an `@` outside an authority)
+/// is not repeated at all, since where a password in it ends is anyone's guess.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{tail}")
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.has_authority() => {
+            if parsed.password().is_some() {
+                // Only a URL that cannot have a password refuses one.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.into()
         }
-        _ => url.to_owned(),
+        Ok(_) if !url.contains('@') => url.to_owned(),
+        _ => "(a database URL that does not parse)".to_owned(),
     }
 }
 
@@ -559,5 +560,22 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!((rev, applied), (2, vec![true]));
         assert_eq!(store.psk_revision().await.unwrap(), 2);
+    }
+
+    #[test]
+    fn a_redacted_url_keeps_all_but_the_password() {
+        assert_eq!(
+            redact("postgres://edge:s%40cret@db.internal:5432/psk?sslmode=require"),
+            "postgres://edge:***@db.internal:5432/psk?sslmode=require"
+        );
+        assert_eq!(redact("postgres://db/psk"), "postgres://db/psk");
+        assert_eq!(
+            redact("sqlite:///var/lib/psk.db"),
+            "sqlite:///var/lib/psk.db"
+        );
+        // Not a URL: nothing of it is repeated, since the password could be anywhere.
+        assert!(!redact("edge:secret@db psk").contains("secret"));
+        assert!(!redact("postgres://edge:secret@db:notaport/x").contains("secret"));
+        assert_eq!(redact("sqlite:psk.db"), "sqlite:psk.db");
     }
 }
