@@ -1,7 +1,7 @@
 //! The admin port: HTTPS (rustls, TLS 1.3) for the operator, HTTP Basic, the `/v3/sys/` allow-list, dispatch to functions.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -401,23 +401,6 @@ async fn run_batch(
     tx.send(answers).await.is_ok()
 }
 
-/// Admin-port settings: the operator pair and the `/v3/sys/` allow-list.
-pub struct AdminAccess {
-    pub operator: crate::secrets::OperatorCredentials,
-    /// Empty: every address may call `/v3/sys/`.
-    pub allow: Vec<ipnet::IpNet>,
-}
-
-impl AdminAccess {
-    fn allows(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
-    }
-}
-
 /// The admin port's TLS: TLS 1.3 only, ring as the one crypto provider.
 pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
@@ -432,25 +415,4 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<TlsAccept
     .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allow_list_matches_v4_and_mapped_addresses() {
-        let access = AdminAccess {
-            operator: crate::secrets::OperatorCredentials::new("k".into(), "s"),
-            allow: vec!["10.0.0.0/8".parse().unwrap()],
-        };
-        assert!(access.allows("10.1.2.3".parse().unwrap()));
-        assert!(access.allows("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(!access.allows("127.0.0.1".parse().unwrap()));
-        let open = AdminAccess {
-            allow: vec![],
-            ..access
-        };
-        assert!(open.allows("127.0.0.1".parse().unwrap()));
-    }
 }

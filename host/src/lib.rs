@@ -11,9 +11,11 @@ pub mod node;
 pub mod psk_cache;
 pub mod runtime;
 pub mod secrets;
+pub mod settings;
 pub mod sim_log;
 pub mod sim_port;
 pub mod store;
 pub mod tenant_api;
 pub mod up;
+#[allow(unsafe_code)] // wolfSSL's C API: every call into it lives in this module.
 pub mod wolfssl;

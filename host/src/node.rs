@@ -9,13 +9,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wire::routes::RouteTable;
 
-use crate::admin_port::AdminAccess;
 use crate::capabilities::Platform;
 use crate::guard::{Gate, Throttle};
 use crate::psk_cache::PskCache;
-use crate::runtime::{CallLimits, Runtime};
-use crate::sim_port::SimPortConfig;
-use crate::tenant_api::TenantSync;
+use crate::runtime::{CallLimits, Runtime, TenantSync};
+use crate::settings::{AdminAccess, SimPortConfig};
 
 pub struct Node {
     pub psks: Arc<PskCache>,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -172,6 +172,16 @@ impl WasiHttpHooks for DenyOutbound {
     > {
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
+}
+
+/// What this node runs of the tenants' functions, and the store revision that is.
+#[derive(Default)]
+pub struct TenantSync {
+    pub(crate) revision: Option<i64>,
+    /// The version each (account, route) runs.
+    pub(crate) versions: std::collections::HashMap<(String, String), String>,
+    /// Accounts with limits of their own.
+    pub(crate) limited: std::collections::HashSet<String>,
 }
 
 /// A function's answer, body collected.
@@ -386,9 +396,7 @@ impl Runtime {
         );
         let path = dir.join(name);
         if path.exists() {
-            // SAFETY: the file was written by `serialize` below into the data directory,
-            // which only this user can write; the name binds it to these bytes and this engine.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            match load_compiled(&self.engine, &path) {
                 Ok(component) => return Ok(component),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "recompiling: cached component unusable: {e:#}")
@@ -528,6 +536,14 @@ impl Runtime {
             }
         }
     }
+}
+
+/// A component compiled earlier by this node, from the compile cache.
+#[allow(unsafe_code)] // wasmtime trusts a compiled artifact as native code
+fn load_compiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file was written by `serialize` into the data directory, which only
+    // this user can write; its name binds it to the component's bytes and this engine.
+    unsafe { Component::deserialize_file(engine, path) }
 }
 
 async fn collect(

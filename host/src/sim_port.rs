@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -18,17 +18,6 @@ use crate::wolfssl::{self, TlsStream};
 /// A connection whose requests are refused this many times in a row is closed: a SIM
 /// that works sends few requests, and one that does not should not keep a slot busy.
 const MAX_REFUSED_IN_A_ROW: u32 = 8;
-
-#[derive(Debug, Clone)]
-pub struct SimPortConfig {
-    /// No message between SIM and platform may exceed this many bytes (the contract says 250).
-    pub message_limit: usize,
-    /// A keep-alive connection with no request for this long is closed.
-    pub idle_timeout: Duration,
-    /// A request must arrive whole within this long of its first byte: a SIM sends
-    /// ≤ 250 bytes at once, and a drip of a byte every few seconds must not hold a slot.
-    pub request_timeout: Duration,
-}
 
 /// Accepts SIM connections until `shutdown` is cancelled.
 pub async fn serve(

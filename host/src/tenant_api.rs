@@ -461,14 +461,6 @@ async fn prepare(
     tokio::task::spawn_blocking(move || node.runtime.prepare(&label, &bytes)).await
 }
 
-/// What this node runs of the tenants' functions, and the store revision that is.
-#[derive(Default)]
-pub struct TenantSync {
-    revision: Option<i64>,
-    versions: HashMap<(String, String), String>,
-    limited: HashSet<String>,
-}
-
 /// Brings the runtime to the tenants' functions and limits the store has now: at
 /// start, after this node's own changes, and when another node announces one. A
 /// version that does not load (e.g. after an engine change) is reported and its route

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use wire::routes::RouteTable;
 use zeroize::Zeroizing;
 
-use crate::admin_port::{self, AdminAccess};
+use crate::admin_port;
 use crate::broker::authority::Authority;
 use crate::broker::managed::PluginSetup;
 use crate::broker::{
@@ -26,7 +26,8 @@ use crate::node::Node;
 use crate::psk_cache::PskCache;
 use crate::runtime::{CallLimits, Runtime, RuntimeConfig};
 use crate::secrets::{self, OperatorCredentials, Sealer};
-use crate::sim_port::{self, SimPortConfig};
+use crate::settings::{AdminAccess, SimPortConfig};
+use crate::sim_port;
 use crate::store::Store;
 use crate::store::follow;
 use crate::wolfssl;
