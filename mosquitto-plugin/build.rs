@@ -46,7 +46,10 @@ fn main() {
             panic!("bindgen failed on {include}/mosquitto_broker.h and mosquitto_plugin.h (install mosquitto-dev): {err}")
         });
 
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("mosquitto.rs");
+    let Some(out_dir) = env::var_os("OUT_DIR") else {
+        panic!("cargo sets OUT_DIR for build scripts");
+    };
+    let out = PathBuf::from(out_dir).join("mosquitto.rs");
     bindings
         .write_to_file(&out)
         .unwrap_or_else(|err| panic!("writing {}: {err}", out.display()));

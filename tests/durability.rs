@@ -3,6 +3,8 @@
 //!
 //! Runs on the suite's backend: SQLite, or PostgreSQL with `PSK_EDGE_TEST_BACKEND=postgres`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod support;
 
 use std::io;

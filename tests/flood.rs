@@ -4,6 +4,8 @@
 //! per-address caps tell them apart as they would tell a stranger from a carrier's
 //! gateway.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,7 @@
 //! Tenant functions end to end: upload, validation, activation, rollback, isolation, and swaps under load.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod support;
 
 use std::sync::Arc;

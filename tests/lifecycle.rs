@@ -1,5 +1,7 @@
 //! A node's life: first start, restart with its data, a wrong master key, SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod support;
 
 use std::time::Duration;

@@ -20,10 +20,13 @@
 //! broker loop: see `src/node.rs` for how long it can, and `BENCH.md` for how long it does.
 
 mod cache;
+#[allow(unsafe_code)] // the broker's C API: bindings and the calls through them
 mod ffi;
+#[allow(unsafe_code)] // ppoll on the socket, the one call std has no safe form of
 mod http;
 mod node;
 mod options;
+#[allow(unsafe_code)] // the callbacks the broker calls and the pointers it hands them
 mod plugin;
 
 use std::ffi::{c_int, c_void};
@@ -32,6 +35,7 @@ use std::ffi::{c_int, c_void};
 ///
 /// # Safety
 /// `supported_versions` points at `supported_version_count` ints (the broker's list).
+#[allow(unsafe_code)] // an entry point the broker finds by name
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mosquitto_plugin_version(
     supported_version_count: c_int,
@@ -55,6 +59,7 @@ pub unsafe extern "C" fn mosquitto_plugin_version(
 
 /// # Safety
 /// Called once by the broker, on its main thread, with the arguments of `mosquitto_plugin.h`.
+#[allow(unsafe_code)] // an entry point the broker finds by name
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mosquitto_plugin_init(
     identifier: *mut ffi::mosquitto_plugin_id_t,
@@ -70,6 +75,7 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
 
 /// # Safety
 /// Called once by the broker with the userdata `mosquitto_plugin_init` stored.
+#[allow(unsafe_code)] // an entry point the broker finds by name
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mosquitto_plugin_cleanup(
     userdata: *mut c_void,

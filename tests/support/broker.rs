@@ -145,6 +145,7 @@ impl TestBroker {
     }
 }
 
+#[allow(unsafe_code)] // geteuid: std has no safe form of it
 fn unsafe_euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

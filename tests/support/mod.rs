@@ -333,6 +333,7 @@ impl Node {
     }
 
     /// SIGTERM, and how long the node took to exit.
+    #[allow(unsafe_code)] // a signal to the node process
     pub async fn stop(mut self) -> (Duration, std::process::ExitStatus) {
         let mut child = self.child.take().unwrap();
         let started = std::time::Instant::now();
@@ -348,6 +349,7 @@ impl Node {
 
     /// SIGKILL: no shutdown path runs, as when the machine's OOM killer or an operator's
     /// `kill -9` ends the process. Returns once the process is gone.
+    #[allow(unsafe_code)] // a signal to the node process
     pub async fn kill(mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
         let pid = child.id().unwrap() as i32;

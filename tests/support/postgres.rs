@@ -5,6 +5,8 @@
 //! their own. Run as root, the cluster runs as the `postgres` user (PostgreSQL refuses
 //! root). Each postgres process dies with the thread that started it (PDEATHSIG), so
 //! a killed test run leaves no server behind.
+
+#![allow(unsafe_code)] // process control of the test clusters: uid lookup, dropping root, signals
 #![allow(dead_code)]
 
 use std::net::TcpListener;

@@ -86,13 +86,19 @@ pub struct Sample {
     hwm_kib: u64,
 }
 
+/// The unit of /proc's CPU times.
+#[allow(unsafe_code)] // sysconf: std has no safe form of it
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// CPU time and memory of `pids`, summed (Linux /proc); None without pids.
 pub fn sample(pids: &[u32]) -> anyhow::Result<Option<Sample>> {
     if pids.is_empty() {
         return Ok(None);
     }
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = clock_ticks_per_second();
     let mut out = Sample {
         at: Instant::now(),
         cpu_seconds: 0.0,
