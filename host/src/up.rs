@@ -24,7 +24,7 @@ use crate::components;
 use crate::guard::{self, Budget, Gate, Limits};
 use crate::node::Node;
 use crate::psk_cache::PskCache;
-use crate::runtime::{CallLimits, Runtime, RuntimeConfig};
+use crate::runtime::{CallLimits, Runtime, RuntimeConfig, World};
 use crate::secrets::{self, OperatorCredentials, Sealer};
 use crate::settings::{AdminAccess, SimPortConfig};
 use crate::sim_port;
@@ -284,7 +284,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for source in &routes.components {
         let bytes = component_bytes(&source.id, &source.path)?;
         runtime
-            .load(&source.id, &bytes)
+            .load(&source.id, &bytes, World::of(&routes, &source.id))
             .map_err(wasm_error)
             .with_context(|| format!("loading component {}", source.id))?;
     }

@@ -149,6 +149,17 @@ impl RouteTable {
             if trigger.ndjson_batch == Some(0) {
                 bail!("route {}: ndjson_batch must be at least 1", trigger.route);
             }
+            // A component is linked against one WIT world, the one of its port.
+            if let Some(other) = routes.iter().find(|r: &&Route| {
+                r.component == trigger.component && r.listener != trigger.listener
+            }) {
+                bail!(
+                    "component {} serves routes on both ports ({:?} and {:?}); a component serves one",
+                    trigger.component,
+                    other.listener,
+                    trigger.listener
+                );
+            }
             routes.push(Route {
                 listener: trigger.listener,
                 segments: parse_route(&trigger.route)?,
@@ -162,6 +173,14 @@ impl RouteTable {
             });
         }
         Ok(RouteTable { routes, components })
+    }
+
+    /// The port a component's routes are on; None for a component without routes.
+    pub fn listener_of(&self, component: &str) -> Option<Listener> {
+        self.routes
+            .iter()
+            .find(|r| r.component == component)
+            .map(|r| r.listener)
     }
 
     /// The components that serve routes of `listener`, each once.
@@ -322,5 +341,14 @@ mod tests {
         let bad = "spin_manifest_version = 2\n[[trigger.http]]\nroute = \"/x\"\ncomponent = \"nope\"\nlistener = \"sim\"\n";
         assert!(RouteTable::parse(bad, Path::new("/")).is_err());
         assert!(RouteTable::parse("spin_manifest_version = 1", Path::new("/")).is_err());
+        let both = "spin_manifest_version = 2\n[component.c]\nsource = \"c.wasm\"\n\
+            [[trigger.http]]\nroute = \"/a\"\ncomponent = \"c\"\nlistener = \"sim\"\n\
+            [[trigger.http]]\nroute = \"/b\"\ncomponent = \"c\"\nlistener = \"admin\"\n";
+        let err = RouteTable::parse(both, Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("both ports"), "{err}");
+        let t = table();
+        assert_eq!(t.listener_of("admin-psk"), Some(Listener::Admin));
+        assert_eq!(t.listener_of("device-create"), Some(Listener::Sim));
+        assert_eq!(t.listener_of("nothing"), None);
     }
 }

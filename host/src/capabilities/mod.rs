@@ -128,6 +128,9 @@ pub struct Seen {
 }
 
 impl CapabilityCtx {
+    /// The SIM behind this request. Only `sim-function` components reach the registry,
+    /// and only SIM requests reach them; this check keeps that true should a request
+    /// of another caller ever be routed to one.
     fn sim(&self) -> wasmtime::Result<&SimCaller> {
         match &self.caller {
             Caller::Sim(sim) => Ok(sim),
@@ -140,9 +143,51 @@ impl CapabilityCtx {
 
 impl bindings::psk_edge::platform::types::Host for CapabilityCtx {}
 
+/// The WIT worlds a component is linked against; which one follows from the port its
+/// routes are on (spin.toml's `listener`), so a component importing what its world does
+/// not grant fails when it is loaded or uploaded, before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `sim-function`: `registry` and `log`.
+    SimFunction,
+    /// `admin-function`: `psk-admin`, `accounts-admin` and `log`.
+    AdminFunction,
+}
+
+impl World {
+    /// The world of one of `routes`' components: that of the port its routes are on.
+    pub fn of(routes: &wire::routes::RouteTable, component: &str) -> World {
+        match routes.listener_of(component) {
+            Some(wire::routes::Listener::Admin) => World::AdminFunction,
+            Some(wire::routes::Listener::Sim) | None => World::SimFunction,
+        }
+    }
+
+    /// The world's name in `wit/platform.wit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::SimFunction => "sim-function",
+            World::AdminFunction => "admin-function",
+        }
+    }
+}
+
+/// Adds the interfaces `world` grants, and only those.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
+    world: World,
     get: fn(&mut T) -> &mut CapabilityCtx,
 ) -> wasmtime::Result<()> {
-    bindings::Capabilities::add_to_linker::<T, HasSelf<CapabilityCtx>>(linker, get)
+    use bindings::psk_edge::platform as wit;
+    wit::types::add_to_linker::<T, HasSelf<CapabilityCtx>>(linker, get)?;
+    wit::log::add_to_linker::<T, HasSelf<CapabilityCtx>>(linker, get)?;
+    match world {
+        World::SimFunction => {
+            wit::registry::add_to_linker::<T, HasSelf<CapabilityCtx>>(linker, get)
+        }
+        World::AdminFunction => {
+            wit::psk_admin::add_to_linker::<T, HasSelf<CapabilityCtx>>(linker, get)?;
+            wit::accounts_admin::add_to_linker::<T, HasSelf<CapabilityCtx>>(linker, get)
+        }
+    }
 }

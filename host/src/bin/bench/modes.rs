@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use psk_edge::admin_client::{AdminArgs, AdminClient};
 use psk_edge::capabilities::{Caller, Platform, SimCaller};
 use psk_edge::psk_cache::PskCache;
-use psk_edge::runtime::{CallLimits, Runtime, RuntimeConfig};
+use psk_edge::runtime::{CallLimits, Runtime, RuntimeConfig, World};
 use psk_edge::secrets::Sealer;
 use psk_edge::store::Store;
 use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsStream};
@@ -413,9 +413,17 @@ async fn dispatch(args: Dispatch) -> anyhow::Result<()> {
         platform,
     )
     .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let routes = wire::routes::RouteTable::parse(
+        psk_edge::components::DEFAULT_MANIFEST,
+        std::path::Path::new("."),
+    )?;
     for embedded in psk_edge::components::PLATFORM {
         runtime
-            .load(embedded.name, embedded.bytes)
+            .load(
+                embedded.name,
+                embedded.bytes,
+                World::of(&routes, embedded.name),
+            )
             .map_err(|e| anyhow::anyhow!("loading {}: {e:#}", embedded.name))?;
     }
     let iccid = iccid(0);
