@@ -6,9 +6,6 @@
 //! honours `Connection: close`. The ratio psk-edge / this isolates what the platform
 //! adds on top of TLS.
 
-#[path = "bench/ids.rs"]
-mod ids;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use psk_edge::wolfssl::{self, KeyExchange, PskLookup, ServerConfig, TlsStream};
+use psk_edge_bench::ids;
 use zeroize::Zeroizing;
 
 #[derive(Debug, Parser)]

@@ -18,8 +18,8 @@ use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsStream};
 use zeroize::Zeroizing;
 
 use crate::broker;
-use crate::ids::{self, iccid, psk};
 use crate::{Failure, Method, exchange, parse_duration, request};
+use psk_edge_bench::ids::{self, iccid, psk};
 
 #[derive(Debug, Subcommand)]
 pub enum Mode {

@@ -6,11 +6,7 @@
 //! load run cannot: idle connections held open (`hold`), tenant upload to first
 //! served request (`upload`), and the runtime's dispatch cost in-process (`dispatch`).
 
-#[path = "bench/broker.rs"]
 mod broker;
-#[path = "bench/ids.rs"]
-mod ids;
-#[path = "bench/modes.rs"]
 mod modes;
 
 use std::net::SocketAddr;
@@ -26,7 +22,7 @@ use psk_edge::admin_client::{AdminArgs, AdminClient};
 use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsError, TlsStream};
 use zeroize::Zeroizing;
 
-use ids::{iccid, psk};
+use psk_edge_bench::ids::{iccid, psk};
 /// Lines per bulk request: bounds the memory a million identities need.
 const BULK_CHUNK: usize = 100_000;
 /// A SIM response is at most 250 bytes; anything far beyond means a broken stream.

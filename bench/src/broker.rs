@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::ids::iccid;
 use crate::modes::{ServerUse, connect as sim_connect, sample, server_use};
 use crate::{latency, parse_duration};
+use psk_edge_bench::ids::iccid;
 
 /// A CONNACK or DISCONNECT is a few bytes; anything longer is not the broker.
 const MAX_PACKET: u32 = 4096;

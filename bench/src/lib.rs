@@ -1,0 +1,3 @@
+//! What psk-edge-bench and psk-edge-bare share: the bench identities and their keys.
+
+pub mod ids;
