@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use psk_edge::wolfssl::{self, ClientConfig, KeyExchange};
+use psk_client::{self, ClientConfig, KeyExchange};
 use support::*;
 use zeroize::Zeroizing;
 
@@ -15,7 +15,7 @@ async fn node() -> (Node, tempfile::TempDir) {
     (NodeBuilder::new(dir.path()).start().await, dir)
 }
 
-async fn handshake(node: &Node, identity: &str, key: &[u8]) -> Option<wolfssl::TlsStream> {
+async fn handshake(node: &Node, identity: &str, key: &[u8]) -> Option<psk_client::TlsStream> {
     let tcp = tokio::net::TcpStream::connect(&node.sim).await.unwrap();
     let cfg = ClientConfig {
         identity: identity.as_bytes().to_vec(),
@@ -23,7 +23,7 @@ async fn handshake(node: &Node, identity: &str, key: &[u8]) -> Option<wolfssl::T
         cipher_list: "TLS13-AES128-GCM-SHA256".into(),
         key_exchange: KeyExchange::PskKe,
     };
-    wolfssl::connect(tcp, &cfg).await.ok()
+    psk_client::connect(tcp, &cfg).await.ok()
 }
 
 #[tokio::test]

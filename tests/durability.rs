@@ -170,7 +170,7 @@ async fn psk_writer(client: Arc<AdminClient>, worker: usize, shared: Arc<Shared>
 }
 
 /// A SIM's TLS 1.3 PSK connection through the project's own client (psk_ke, like an applet).
-async fn sim_connect(addr: &str, identity: &str, key: &[u8]) -> io::Result<wolfssl::TlsStream> {
+async fn sim_connect(addr: &str, identity: &str, key: &[u8]) -> io::Result<psk_client::TlsStream> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let config = ClientConfig {
         identity: identity.as_bytes().to_vec(),
@@ -178,14 +178,14 @@ async fn sim_connect(addr: &str, identity: &str, key: &[u8]) -> io::Result<wolfs
         cipher_list: "TLS13-AES128-CCM-SHA256".into(),
         key_exchange: KeyExchange::PskKe,
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, wolfssl::connect(tcp, &config))
+    tokio::time::timeout(REQUEST_TIMEOUT, psk_client::connect(tcp, &config))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
         .map_err(io::Error::other)
 }
 
 /// One request on `stream`, and its answer (status, body).
-async fn ask(stream: &mut wolfssl::TlsStream, request: &str) -> io::Result<(u16, String)> {
+async fn ask(stream: &mut psk_client::TlsStream, request: &str) -> io::Result<(u16, String)> {
     stream.write_all(request.as_bytes()).await?;
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
@@ -218,7 +218,7 @@ async fn ask(stream: &mut wolfssl::TlsStream, request: &str) -> io::Result<(u16,
 /// One SIM connection creating new devices, keep-alive, reconnecting if it must.
 async fn device_creator(sim: String, worker: usize, shared: Arc<Shared>) -> Tally<(String, Creds)> {
     let mut tally = Tally::default();
-    let mut conn: Option<wolfssl::TlsStream> = None;
+    let mut conn: Option<psk_client::TlsStream> = None;
     for i in 0..MAX_PER_WORKER {
         if shared.stop.load(Ordering::SeqCst) {
             break;
@@ -275,7 +275,7 @@ async fn check_psks(node: &Node, psks: &[Psk]) -> Vec<String> {
 /// Every device answers GET with the credentials it was given; what differs.
 async fn check_devices(node: &Node, devices: &[(String, Creds)]) -> Vec<String> {
     let mut failures = Vec::new();
-    let mut conn: Option<wolfssl::TlsStream> = None;
+    let mut conn: Option<psk_client::TlsStream> = None;
     for (device, given) in devices {
         let stream = match conn.take() {
             Some(stream) => Ok(stream),

@@ -182,7 +182,10 @@ async fn a_port_narrower_than_the_sim_says_handshake_failure_and_why() {
     // "psk key callback error" in the log.
     let psk_ke = wolf_with(&node, GCM_WOLF, KeyExchange::PskKe).await;
     assert!(
-        matches!(psk_ke, Err(wolfssl::TlsError::Handshake { code: 40, .. })),
+        matches!(
+            psk_ke,
+            Err(psk_client::TlsError::Handshake { code: 40, .. })
+        ),
         "{psk_ke:?}"
     );
     let gnutls_run = gnutls(port, DEMO_ICCID, DEMO_PSK_HEX, &input).await;
@@ -241,9 +244,9 @@ async fn wolf_with(
     node: &Node,
     suite: &str,
     kex: KeyExchange,
-) -> Result<wolfssl::TlsStream, wolfssl::TlsError> {
+) -> Result<psk_client::TlsStream, psk_client::TlsError> {
     let tcp = TcpStream::connect(&node.sim).await.unwrap();
-    wolfssl::connect(
+    psk_client::connect(
         tcp,
         &ClientConfig {
             identity: DEMO_ICCID.as_bytes().to_vec(),
@@ -319,9 +322,11 @@ async fn a_storm_of_2000_connections_leaves_the_sim_answered() {
                     cipher_list: "TLS13-AES128-CCM-SHA256".into(),
                     key_exchange: KeyExchange::PskKe,
                 };
-                let outcome =
-                    tokio::time::timeout(Duration::from_secs(15), wolfssl::connect(tcp, &config))
-                        .await;
+                let outcome = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    psk_client::connect(tcp, &config),
+                )
+                .await;
                 (connect, outcome.is_ok())
             });
         futures_util::future::join_all(hellos).await

@@ -53,7 +53,7 @@ async fn activate(node: &Node, version: &str) {
     assert_eq!(code, 200, "{answer}");
 }
 
-async fn acme_session(node: &Node) -> wolfssl::TlsStream {
+async fn acme_session(node: &Node) -> psk_client::TlsStream {
     wolf(node, ACME_ICCID.as_bytes(), &ACME_KEY, KeyExchange::PskKe)
         .await
         .unwrap()
@@ -294,7 +294,7 @@ fn background_load(node: &Node, stop: Arc<AtomicBool>) -> tokio::task::JoinHandl
             cipher_list: "TLS13-AES128-GCM-SHA256".into(),
             key_exchange: KeyExchange::PskKe,
         };
-        let mut s = wolfssl::connect(tcp, &cfg).await.unwrap();
+        let mut s = psk_client::connect(tcp, &cfg).await.unwrap();
         exchange(&mut s, &post("bg", DEMO_ICCID)).await;
         let (mut ok, mut failed) = (0, 0);
         while !stop.load(Ordering::Relaxed) {

@@ -34,7 +34,7 @@ async fn two_nodes(cluster: &Cluster, args: &[&str]) -> (Node, Node, [tempfile::
     (a.start().await, b.start().await, [dir_a, dir_b])
 }
 
-async fn handshake(node: &Node, iccid: &str, key: &[u8]) -> Option<wolfssl::TlsStream> {
+async fn handshake(node: &Node, iccid: &str, key: &[u8]) -> Option<psk_client::TlsStream> {
     wolf(node, iccid.as_bytes(), key, KeyExchange::PskKe)
         .await
         .ok()
@@ -361,7 +361,7 @@ async fn nodes_ride_out_a_postgres_restart() {
                     cipher_list: "TLS13-AES128-CCM-SHA256".into(),
                     key_exchange: KeyExchange::PskKe,
                 };
-                match wolfssl::connect(tcp, &config).await {
+                match psk_client::connect(tcp, &config).await {
                     Ok(mut stream) => {
                         handshakes += 1;
                         if !exchange(&mut stream, &get("outage", DEMO_ICCID))

@@ -294,7 +294,7 @@ async fn a_function_over_its_memory_cap_is_a_404_and_a_log_line_not_a_crash() {
 }
 
 /// Reads until the node closes the connection; false if it is still open after `wait`.
-async fn closed_within(stream: &mut wolfssl::TlsStream, wait: Duration) -> bool {
+async fn closed_within(stream: &mut psk_client::TlsStream, wait: Duration) -> bool {
     let mut buf = [0u8; 256];
     loop {
         match tokio::time::timeout(wait, stream.read(&mut buf)).await {

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use psk_client::{ClientConfig, KeyExchange, TlsError, TlsStream};
 use psk_edge::admin_client::{AdminArgs, AdminClient};
-use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsError, TlsStream};
 use zeroize::Zeroizing;
 
 use psk_edge_bench::ids::{iccid, psk};
@@ -293,13 +293,12 @@ async fn open(shared: &Shared, index: u64) -> Result<TlsStream, Failure> {
         cipher_list: shared.cipher_list.clone(),
         key_exchange: shared.key_exchange,
     };
-    wolfssl::connect(tcp, &config).await.map_err(|e| match e {
-        TlsError::Timeout => Failure::Timeout,
-        TlsError::Io(_) => Failure::Io,
-        TlsError::Handshake { .. } | TlsError::Config(_) | TlsError::Refused(_) => {
-            Failure::Handshake
-        }
-    })
+    psk_client::connect(tcp, &config)
+        .await
+        .map_err(|e| match e {
+            TlsError::Io(_) => Failure::Io,
+            TlsError::Handshake { .. } | TlsError::Config(_) => Failure::Handshake,
+        })
 }
 
 /// Sends one request and reads exactly one response: headers, then Content-Length bytes.
@@ -652,7 +651,7 @@ async fn main() -> anyhow::Result<()> {
         cipher_list: shared.cipher_list.clone(),
         key_exchange: shared.key_exchange,
     };
-    let mut probe = tokio::time::timeout(shared.cli.timeout, wolfssl::connect(tcp, &config))
+    let mut probe = tokio::time::timeout(shared.cli.timeout, psk_client::connect(tcp, &config))
         .await
         .map_err(|_| anyhow::anyhow!("first handshake with {sim} timed out"))?
         .with_context(|| format!("first handshake with {sim} as {}", iccid(0)))?;

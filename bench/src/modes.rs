@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
+use psk_client::{ClientConfig, KeyExchange, TlsStream};
 use psk_edge::admin_client::{AdminArgs, AdminClient};
 use psk_edge::capabilities::{Caller, Platform, SimCaller};
 use psk_edge::psk_cache::PskCache;
 use psk_edge::runtime::{CallLimits, Runtime, RuntimeConfig, World};
 use psk_edge::secrets::Sealer;
 use psk_edge::store::Store;
-use psk_edge::wolfssl::{self, ClientConfig, KeyExchange, TlsStream};
 use zeroize::Zeroizing;
 
 use crate::broker;
@@ -183,7 +183,7 @@ pub async fn connect(sim: SocketAddr, index: u64) -> Result<TlsStream, Failure> 
         cipher_list: "TLS13-AES128-CCM-SHA256".into(),
         key_exchange: KeyExchange::PskKe,
     };
-    wolfssl::connect(tcp, &config)
+    psk_client::connect(tcp, &config)
         .await
         .map_err(|_| Failure::Handshake)
 }

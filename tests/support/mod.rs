@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use psk_edge::wolfssl::{self, ClientConfig, KeyExchange};
+pub use psk_client::{self, ClientConfig, KeyExchange};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use zeroize::Zeroizing;
@@ -570,9 +570,9 @@ pub async fn wolf(
     identity: &[u8],
     key: &[u8],
     kex: KeyExchange,
-) -> Result<wolfssl::TlsStream, wolfssl::TlsError> {
+) -> Result<psk_client::TlsStream, psk_client::TlsError> {
     let tcp = tokio::net::TcpStream::connect(&node.sim).await.unwrap();
-    wolfssl::connect(
+    psk_client::connect(
         tcp,
         &ClientConfig {
             identity: identity.to_vec(),
@@ -584,7 +584,7 @@ pub async fn wolf(
     .await
 }
 
-pub async fn exchange(stream: &mut wolfssl::TlsStream, request: &str) -> Vec<(u16, String)> {
+pub async fn exchange(stream: &mut psk_client::TlsStream, request: &str) -> Vec<(u16, String)> {
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
@@ -612,7 +612,7 @@ pub async fn exchange(stream: &mut wolfssl::TlsStream, request: &str) -> Vec<(u1
 }
 
 /// The demo SIM over the wolfSSL-side test client.
-pub async fn demo_wolf(node: &Node) -> wolfssl::TlsStream {
+pub async fn demo_wolf(node: &Node) -> psk_client::TlsStream {
     let psk = hex::decode(DEMO_PSK_HEX).unwrap();
     wolf(node, DEMO_ICCID.as_bytes(), &psk, KeyExchange::Both)
         .await

@@ -70,6 +70,18 @@ pub struct Policy {
     pub kex_modes: Option<Vec<u8>>,
 }
 
+/// Which TLS 1.3 PSK key exchange modes a port allows or a client offers (RFC 8446 §4.2.9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyExchange {
+    /// psk_ke (what SIM applets send) and psk_dhe_ke (what OpenSSL sends).
+    #[default]
+    Both,
+    /// Pure PSK only, no (EC)DHE.
+    PskKe,
+    /// PSK with (EC)DHE only.
+    PskDheKe,
+}
+
 /// RFC 8446 §4.2.9.
 pub const PSK_KE: u8 = 0;
 pub const PSK_DHE_KE: u8 = 1;

@@ -6,11 +6,10 @@
 //! wolfSSL still writes after it has read the peer's close_notify (TLS 1.3 half-close),
 //! so a response to a request followed at once by close_notify goes out as usual.
 //!
-//! The client ([`connect`], for tests and load generation) is a small native TLS 1.3 PSK
-//! client instead of wolfSSL's: every wolfSSL client path measures the identity with
-//! `strlen`, so it could never send a 10-byte BCD ICCID such as `98 44 05 00 …`.
+//! The client the tests and the bench talk to it with is the `psk-client` crate, not
+//! wolfSSL's: every wolfSSL client path measures the identity with `strlen`, so it could
+//! never send a 10-byte BCD ICCID such as `98 44 05 00 …`.
 
-mod client;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -20,25 +19,12 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-pub use client::connect;
 pub use server::Server;
-pub use wire::hello::Refusal;
+pub use wire::hello::{KeyExchange, Refusal};
 
 /// Initialises wolfSSL once per process; the constructors call it too.
 pub fn init() {
     server::init();
-}
-
-/// Which TLS 1.3 PSK key exchange modes are allowed (RFC 8446 §4.2.9).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KeyExchange {
-    /// psk_ke (what SIM applets send) and psk_dhe_ke (what OpenSSL sends).
-    #[default]
-    Both,
-    /// Pure PSK only, no (EC)DHE.
-    PskKe,
-    /// PSK with (EC)DHE only.
-    PskDheKe,
 }
 
 /// Resolves a PSK identity to its key.
@@ -73,35 +59,13 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Clone)]
-pub struct ClientConfig {
-    /// Raw identity bytes, sent as they are (may contain 0x00).
-    pub identity: Vec<u8>,
-    pub key: Zeroizing<Vec<u8>>,
-    /// Suites to offer, in preference order, in wolfSSL's names (IANA names work too).
-    pub cipher_list: String,
-    /// `PskKe` offers psk_ke only and no key share, like a SIM applet.
-    pub key_exchange: KeyExchange,
-}
-
-impl fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("identity", &hex::encode(&self.identity))
-            .field("cipher_list", &self.cipher_list)
-            .field("key_exchange", &self.key_exchange)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS handshake timed out")]
     Timeout,
     #[error("TLS I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// `code`: on the server, wolfSSL's error code (e.g. -423, binder does not verify);
-    /// on the client, the alert the server sent, or 0 when the client itself gave up.
+    /// `code`: wolfSSL's error code (e.g. -423, binder does not verify).
     #[error("TLS handshake failed ({code}): {reason}")]
     Handshake { code: i32, reason: String },
     #[error("TLS configuration: {0}")]
@@ -112,18 +76,13 @@ pub enum TlsError {
     Refused(Refusal),
 }
 
-/// An established TLS 1.3 connection, server or client side.
+/// An established TLS 1.3 connection, server side.
 ///
 /// `Send`, so it can move between tasks; used by one task at a time (`&mut self`).
 pub struct TlsStream {
     identity: Vec<u8>,
     cipher: String,
-    engine: Engine,
-}
-
-enum Engine {
-    Wolf(server::Session),
-    Native(Box<client::Session>),
+    session: server::Session,
 }
 
 impl TlsStream {
@@ -138,35 +97,23 @@ impl TlsStream {
     }
 
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        match &self.engine {
-            Engine::Wolf(s) => s.tcp().peer_addr(),
-            Engine::Native(s) => s.tcp().peer_addr(),
-        }
+        self.session.tcp().peer_addr()
     }
 
     /// Reads application data; `Ok(0)` once the peer sent close_notify or closed the
     /// socket. Data that came before a close_notify is always returned first.
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match &mut self.engine {
-            Engine::Wolf(s) => s.read(buf).await,
-            Engine::Native(s) => s.read(buf).await,
-        }
+        self.session.read(buf).await
     }
 
     /// Writes all of `data`; still works after the peer's close_notify (half-close).
     pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match &mut self.engine {
-            Engine::Wolf(s) => s.write_all(data).await,
-            Engine::Native(s) => s.write_all(data).await,
-        }
+        self.session.write_all(data).await
     }
 
     /// Best effort: sends close_notify, flushes, and closes the sending half of the socket.
     pub async fn shutdown(&mut self) {
-        match &mut self.engine {
-            Engine::Wolf(s) => s.shutdown().await,
-            Engine::Native(s) => s.shutdown().await,
-        }
+        self.session.shutdown().await
     }
 }
 

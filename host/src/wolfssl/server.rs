@@ -19,7 +19,7 @@ use wire::hello::{self, Policy, Scan};
 use wolfssl_sys as ffi;
 use zeroize::Zeroizing;
 
-use super::{Engine, KeyExchange, PskLookup, ServerConfig, TlsError, TlsStream};
+use super::{KeyExchange, PskLookup, ServerConfig, TlsError, TlsStream};
 
 // `Server` is shared between tasks on several threads; that needs wolfSSL's own locking.
 const _: () = assert!(!ffi::SINGLE_THREADED, "wolfSSL must be built with threads");
@@ -161,7 +161,7 @@ impl Server {
         Ok(TlsStream {
             identity,
             cipher,
-            engine: Engine::Wolf(session),
+            session,
         })
     }
 }

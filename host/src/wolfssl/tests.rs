@@ -15,6 +15,7 @@ use tokio::time::timeout;
 use zeroize::Zeroizing;
 
 use super::*;
+use psk_client::{ClientConfig, TlsError as ClientError, connect};
 
 const ICCID: &[u8] = b"049305930495403";
 const KEY: &[u8] = b"@ABCDEFGHIJKLMNO"; // 404142434445464748494a4b4c4d4e4f
@@ -143,7 +144,7 @@ fn client_config(identity: &[u8], key: &[u8], suite: &str, kx: KeyExchange) -> C
 }
 
 /// Connects, sends `REQUEST`, reads the response until the server closes.
-async fn exchange(addr: SocketAddr, cfg: &ClientConfig) -> Result<(String, Vec<u8>), TlsError> {
+async fn exchange(addr: SocketAddr, cfg: &ClientConfig) -> Result<(String, Vec<u8>), ClientError> {
     let tcp = TcpStream::connect(addr).await?;
     let mut tls = connect(tcp, cfg).await?;
     tls.write_all(REQUEST).await?;
@@ -232,7 +233,7 @@ async fn wrong_key_fails_on_both_sides() {
         let cfg = client_config(ICCID, b"0123456789abcdef", CCM, kx);
         let result = timeout(LIMIT, exchange(addr, &cfg)).await.unwrap();
         assert!(
-            matches!(result, Err(TlsError::Handshake { .. })),
+            matches!(result, Err(ClientError::Handshake { .. })),
             "{result:?}"
         );
         let server_side = next(&mut seen).await;
@@ -292,7 +293,7 @@ async fn request_then_close_notify_still_gets_its_response() {
         let mut buf = [0u8; 64];
         loop {
             match tls.read(&mut buf).await? {
-                0 => return Ok::<_, TlsError>(response),
+                0 => return Ok::<_, ClientError>(response),
                 n => response.extend_from_slice(&buf[..n]),
             }
         }
