@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use zeroize::Zeroizing;
 
+/// How a command reaches a node's admin port: flattened into every admin command.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// The node's admin port.
@@ -30,6 +31,7 @@ pub struct AdminArgs {
     pub data_dir: PathBuf,
 }
 
+/// An HTTPS client of one node's admin port, authenticating with the operator pair.
 pub struct AdminClient {
     host: String,
     port: u16,

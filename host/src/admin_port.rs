@@ -32,6 +32,8 @@ const MAX_BODY: usize = 1 << 20;
 /// Longest NDJSON line a streaming route accepts; longer ones answer `0`.
 const MAX_LINE: usize = 64 << 10;
 
+/// Accepts admin port connections (HTTPS) until `shutdown`, each one admitted by the
+/// admin gate and served on `tasks`.
 pub async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,

@@ -15,66 +15,83 @@ fn path_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// `psk-edge device`: acts on one device of an account.
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Give a device a fresh MQTT password now (the ON-DEMAND strategy): the old one
     /// stops working at the broker, the SIM gets the new one with its next request.
     Rotate {
+        /// The device's account.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// The device's id.
         #[arg(long, value_parser = path_name)]
         device: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// Delete a device and its config: its MQTT credentials stop working at the broker
     /// and its live sessions are disconnected.
     Delete {
+        /// The device's account.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// The device's id.
         #[arg(long, value_parser = path_name)]
         device: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
 }
 
+/// `psk-edge app`: an account's applications and their MQTT credentials.
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
     /// Create an application's MQTT credentials (it may subscribe to the account's
     /// `{account}/#` and publish to `{account}/command/#`); the password is shown once.
     Create {
+        /// The application's account.
         #[arg(long, value_parser = path_name)]
         account: String,
         /// [A-Za-z0-9._-]{1,64}, unique within the account.
         #[arg(long, value_parser = path_name)]
         name: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// List an account's applications and when each was created.
     List {
+        /// The account whose applications to list.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// Revoke an application's credentials now; its live sessions are disconnected.
     Delete {
+        /// The application's account.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// The application's name.
         #[arg(long, value_parser = path_name)]
         name: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
 }
 
+/// `psk-edge function`: an account's own functions for its SIM routes.
 #[derive(Debug, Subcommand)]
 pub enum FunctionCommand {
     /// Upload a component for one of an account's SIM routes and (unless
     /// --no-activate) serve it from the next request on.
     Deploy {
+        /// The account whose route the function serves.
         #[arg(long, value_parser = path_name)]
         account: String,
         /// device-create, device-credentials or device-data.
@@ -85,44 +102,57 @@ pub enum FunctionCommand {
         no_activate: bool,
         /// The component (.wasm).
         file: std::path::PathBuf,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// Serve a stored version (a rollback is activating an earlier one).
     Activate {
+        /// The route's account.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// device-create, device-credentials or device-data.
         #[arg(long, value_parser = path_name)]
         route: String,
+        /// The version to serve: its hex SHA-256, as `function list` shows it.
         #[arg(long)]
         version: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// List a route's versions and the active one.
     List {
+        /// The route's account.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// device-create, device-credentials or device-data.
         #[arg(long, value_parser = path_name)]
         route: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
 }
 
+/// `psk-edge account`: accounts and their tenant keys.
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
     /// Create an account (idempotent).
     Create {
+        /// The account's id.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// Create a tenant API key for an account; the secret is shown once.
     Key {
+        /// The account the key acts for.
         #[arg(long, value_parser = path_name)]
         account: String,
+        /// How to reach the node.
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -151,6 +181,7 @@ async fn act(admin: &AdminArgs, method: &str, path: &str, done: String) -> anyho
     Ok(())
 }
 
+/// Runs a `function` command against the node's admin API.
 pub async fn function(command: FunctionCommand) -> anyhow::Result<()> {
     match command {
         FunctionCommand::Deploy {
@@ -192,6 +223,7 @@ pub async fn function(command: FunctionCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Runs an `account` command against the node's admin API.
 pub async fn account(command: AccountCommand) -> anyhow::Result<()> {
     match command {
         AccountCommand::Create { account, admin } => {
@@ -210,6 +242,7 @@ pub async fn account(command: AccountCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Runs a `device` command against the node's admin API.
 pub async fn device(command: DeviceCommand) -> anyhow::Result<()> {
     match command {
         DeviceCommand::Rotate {
@@ -241,6 +274,7 @@ pub async fn device(command: DeviceCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Runs an `app` command against the node's admin API.
 pub async fn app(command: AppCommand) -> anyhow::Result<()> {
     match command {
         AppCommand::Create {

@@ -44,6 +44,8 @@ pub struct Permit {
 }
 
 impl Gate {
+    /// A gate for `what` (in words for the log), admitting `max_total` connections in
+    /// all and `max_per_addr` from one source (`usize::MAX`: no cap per address).
     pub fn new(what: &'static str, max_total: usize, max_per_addr: usize) -> Arc<Self> {
         Arc::new(Self {
             what,
@@ -83,18 +85,22 @@ impl Gate {
         None
     }
 
+    /// Connections admitted now.
     pub fn held(&self) -> usize {
         self.held.lock().total
     }
 
+    /// Connections turned away at a cap since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// The cap on connections held at once.
     pub fn max_total(&self) -> usize {
         self.max_total
     }
 
+    /// What is held, the caps and the refusals, as this gate's part of `/metrics`.
     pub fn metrics(&self) -> serde_json::Value {
         serde_json::json!({
             "held": self.held(),
@@ -138,6 +144,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// Lets the first event through, then at most one per `interval`.
     pub fn new(interval: Duration) -> Self {
         Self {
             interval,
@@ -164,11 +171,15 @@ impl Throttle {
 /// Connection caps for every listener, derived from the descriptor limit unless given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
+    /// Cap on established SIM connections.
     pub sim_connections: usize,
+    /// Cap on admin port connections.
     pub admin_connections: usize,
+    /// Cap on broker endpoint connections.
     pub broker_connections: usize,
     /// Descriptors the process has, and those kept out of every port's reach.
     pub nofile: u64,
+    /// Of `nofile`, the descriptors no port may take.
     pub reserve: u64,
 }
 
@@ -236,7 +247,10 @@ pub struct Limits {
     /// SIM connections still in their handshake, per address and in total: what a
     /// stranger can hold without a key.
     pub sim_handshakes: Arc<Gate>,
+    /// Admin port connections, per address and in total.
     pub admin: Arc<Gate>,
+    /// Broker endpoint connections; no per-address cap beyond the total: brokers ask
+    /// from a few addresses.
     pub broker: Arc<Gate>,
     /// Bounds the admin port's TLS handshake, each request head, and the idle time
     /// between requests (hyper starts its head timer as soon as it waits for one).
@@ -248,6 +262,8 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Gathers the listeners' gates and the admin port's timeouts; no ClientHello is
+    /// counted as refused yet.
     pub fn new(
         sim: Arc<Gate>,
         sim_handshakes: Arc<Gate>,
@@ -275,10 +291,12 @@ impl Limits {
         }
     }
 
+    /// Counts a ClientHello the SIM port refused before wolfSSL, by reason.
     pub fn count_refused_hello(&self, refusal: Refusal) {
         self.refused_hellos[Self::slot(refusal)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Every gate's counts and the refused ClientHellos by reason, for `/metrics`.
     pub fn metrics(&self) -> serde_json::Value {
         let refused: serde_json::Map<String, serde_json::Value> = [
             Refusal::NoSharedSuite,
@@ -325,6 +343,8 @@ pub struct Deadline<B> {
 }
 
 impl<B> Deadline<B> {
+    /// Wraps `inner`, due `timeout` from now plus the grace its bytes and the handler's
+    /// own time earn.
     pub fn new(inner: B, timeout: Duration) -> Self {
         let deadline = tokio::time::Instant::now() + timeout;
         Self {

@@ -1,4 +1,5 @@
 //! psk-edge: the native host that terminates the SIM and admin ports and runs WebAssembly functions.
+#![deny(missing_docs)]
 
 pub mod admin_client;
 pub mod admin_port;

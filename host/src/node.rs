@@ -15,14 +15,23 @@ use crate::psk_cache::PskCache;
 use crate::runtime::{CallLimits, Runtime, TenantSync};
 use crate::settings::{AdminAccess, SimPortConfig};
 
+/// Everything a request needs, built once by `up` and shared by every listener's tasks.
 pub struct Node {
+    /// The SIM port's PSKs, looked up during the handshake.
     pub psks: Arc<PskCache>,
+    /// The services behind the capabilities functions call.
     pub platform: Arc<Platform>,
+    /// Which component serves each path of the SIM port.
     pub routes: RouteTable,
+    /// Runs the platform's and the tenants' components.
     pub runtime: Runtime,
+    /// The SIM port's message size and timeouts.
     pub sim_port: SimPortConfig,
+    /// Deadline, memory and response size of a function called on the SIM port.
     pub sim_limits: CallLimits,
+    /// Deadline, memory and response size of a function called on the admin port.
     pub admin_limits: CallLimits,
+    /// The operator pair and the `/v3/sys/` allow-list.
     pub admin: AdminAccess,
     /// The SIM-port functions an account may replace with its own.
     pub tenant_routes: Vec<String>,

@@ -110,10 +110,14 @@ impl Table {
 /// What a connection learns about its SIM once the handshake has succeeded.
 #[derive(Clone, Debug)]
 pub struct SimInfo {
+    /// The account the SIM belongs to.
     pub account_id: Arc<str>,
+    /// The cache revision of the last change to its PSK.
     pub revision: u64,
 }
 
+/// The PSK of every SIM identity, held whole in memory, and the SIMs' live
+/// connections, which a change to their PSK closes.
 pub struct PskCache {
     entries: RwLock<Table>,
     revision: AtomicU64,
@@ -129,6 +133,7 @@ struct LiveConnections {
 }
 
 impl PskCache {
+    /// An empty cache with a fresh random decoy secret.
     pub fn new() -> anyhow::Result<Self> {
         Ok(PskCache {
             entries: RwLock::new(Table::default()),
@@ -138,10 +143,12 @@ impl PskCache {
         })
     }
 
+    /// Identities held.
     pub fn len(&self) -> usize {
         self.entries.read().len()
     }
 
+    /// Whether no identity is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -151,6 +158,8 @@ impl PskCache {
         self.revision.load(Ordering::Acquire)
     }
 
+    /// Adds or replaces the PSK of `iccid` and closes the SIM's live connections, which
+    /// were made with the old key.
     pub fn insert(&self, iccid: String, account_id: Arc<str>, key: Zeroizing<Vec<u8>>) {
         let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
         let key = Zeroizing::new(key.as_slice().into());
@@ -169,12 +178,14 @@ impl PskCache {
         self.close_connections(&iccid);
     }
 
+    /// Forgets `iccid` and closes its live connections.
     pub fn remove(&self, iccid: &str) {
         self.revision.fetch_add(1, Ordering::AcqRel);
         self.entries.write().remove(iccid);
         self.close_connections(iccid);
     }
 
+    /// The account and revision of `iccid`, if it is held.
     pub fn sim(&self, iccid: &str) -> Option<SimInfo> {
         let table = self.entries.read();
         table.get(iccid).map(|e| SimInfo {
@@ -242,6 +253,7 @@ impl PskLookup for PskCache {
     }
 }
 
+/// One live SIM connection's registration; see [`PskCache::register`].
 pub struct LiveGuard {
     cache: Arc<PskCache>,
     iccid: String,
@@ -250,6 +262,7 @@ pub struct LiveGuard {
 }
 
 impl LiveGuard {
+    /// Cancelled when the SIM's PSK is changed or deleted: the connection must close.
     pub fn closed(&self) -> &CancellationToken {
         &self.token
     }

@@ -64,6 +64,8 @@ impl Sealer {
         Ok((clear, sealed))
     }
 
+    /// A sealer under the 32-byte master key; the key id and the derivation key are
+    /// computed from it.
     pub fn new(key: &[u8; 32]) -> Self {
         let digest = Sha256::digest([b"psk-edge key id".as_slice(), key].concat());
         let mut key_id = [0u8; KEY_ID_LEN];
@@ -87,10 +89,14 @@ impl Sealer {
         Zeroizing::new(hex::encode(mac.finalize().into_bytes()))
     }
 
+    /// The master key's id in hex; every sealed value starts with its 4 bytes, so one
+    /// sealed under another key is told apart.
     pub fn key_id(&self) -> String {
         hex::encode(self.key_id)
     }
 
+    /// Encrypts `plaintext` bound to `context` (the row it belongs to): key id, nonce,
+    /// then ciphertext and tag.
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
         let nonce = random_bytes::<NONCE_LEN>()?;
         let aad = [&self.key_id[..], context].concat();
@@ -107,6 +113,8 @@ impl Sealer {
         Ok([&self.key_id[..], &nonce[..], &ct].concat())
     }
 
+    /// Decrypts what [`Sealer::seal`] sealed under the same key and `context`; fails on
+    /// another key, another context or a tampered value.
     pub fn open(&self, context: &[u8], sealed: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         if sealed.len() < KEY_ID_LEN + NONCE_LEN {
             bail!("sealed value too short");
@@ -199,11 +207,13 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// The operator key/secret pair that authenticates the admin API. Only a digest of
 /// the secret stays in memory; comparison is constant-time.
 pub struct OperatorCredentials {
+    /// The key half of the pair: the HTTP Basic user name.
     pub key: String,
     secret_digest: [u8; 32],
 }
 
 impl OperatorCredentials {
+    /// Keeps `key` and only a digest of `secret`.
     pub fn new(key: String, secret: &str) -> Self {
         OperatorCredentials {
             key,
@@ -211,6 +221,7 @@ impl OperatorCredentials {
         }
     }
 
+    /// Whether the pair is this one, in constant time for both parts.
     pub fn verify(&self, key: &str, secret: &str) -> bool {
         let key_ok = Sha256::digest(key.as_bytes()).ct_eq(&Sha256::digest(self.key.as_bytes()));
         let secret_ok = Sha256::digest(secret.as_bytes()).ct_eq(&self.secret_digest);

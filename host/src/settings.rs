@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The SIM port's limits on message size and on time.
 #[derive(Debug, Clone)]
 pub struct SimPortConfig {
     /// No message between SIM and platform may exceed this many bytes (the contract says 250).
@@ -19,6 +20,7 @@ pub struct SimPortConfig {
 
 /// Admin-port settings: the operator pair and the `/v3/sys/` allow-list.
 pub struct AdminAccess {
+    /// The operator key and secret the admin API accepts.
     pub operator: crate::secrets::OperatorCredentials,
     /// Empty: every address may call `/v3/sys/`.
     pub allow: Vec<ipnet::IpNet>,

@@ -16,6 +16,7 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// a flood from more SIMs than this is only counted.
 const MAX_KEYS: usize = 4096;
 
+/// Counts SIM refusals by reason and thins log lines per SIM and reason to one per window.
 pub struct SimLog {
     window: Duration,
     inner: Mutex<Inner>,
@@ -42,6 +43,7 @@ impl Default for SimLog {
 }
 
 impl SimLog {
+    /// A log that admits one line per SIM and reason per `window`.
     pub fn new(window: Duration) -> Self {
         SimLog {
             window,

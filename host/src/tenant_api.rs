@@ -23,30 +23,49 @@ pub const MAX_COMPONENT: usize = 16 << 20;
 
 /// One of the host's own admin endpoints.
 pub enum Api {
+    /// `/v3/accounts`: list (GET) or create (POST) accounts.
     Accounts,
+    /// `/v3/accounts/{account}/keys`: create a tenant key (POST).
     Keys {
+        /// The account's id.
         account: String,
     },
+    /// `/v3/accounts/{account}/limits`: set the account's limits (PUT, operator only).
     Limits {
+        /// The account's id.
         account: String,
     },
+    /// `/v3/accounts/{account}/functions/{route}`: upload (PUT) or list (GET) a route's
+    /// versions, or stop serving the account's own (DELETE: the platform's serves again).
     Functions {
+        /// The account's id.
         account: String,
+        /// The SIM-port route the function serves.
         route: String,
     },
+    /// `/v3/accounts/{account}/functions/{route}/activate`: serve a stored version (POST).
     Activate {
+        /// The account's id.
         account: String,
+        /// The SIM-port route the function serves.
         route: String,
     },
+    /// `/v3/accounts/{account}/functions/{route}/versions/{version}`: delete an inactive
+    /// version (DELETE).
     Version {
+        /// The account's id.
         account: String,
+        /// The SIM-port route the function serves.
         route: String,
+        /// The version's hex SHA-256.
         version: String,
     },
+    /// `/metrics`: the node's counters and caps (GET).
     Metrics,
 }
 
 impl Api {
+    /// The endpoint `path` names, or None when it is none of these.
     pub fn parse(path: &str) -> Option<Api> {
         if path == "/metrics" {
             return Some(Api::Metrics);
@@ -81,8 +100,11 @@ impl Api {
     }
 }
 
+/// An admin API answer, turned into a JSON response by the admin port.
 pub struct Answer {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The JSON body; `{"error": …}` on a refusal.
     pub body: Value,
 }
 
@@ -173,6 +195,7 @@ pub async fn decide_before_body(node: &Arc<Node>, api: &Api) -> Option<Answer> {
     }
 }
 
+/// Answers one admin API request whose body has been read, as `caller` may.
 pub async fn handle(
     node: &Arc<Node>,
     caller: &Caller,

@@ -16,6 +16,8 @@ use super::{BROKER_KEY_LABEL, PLATFORM_PASSWORD_LABEL, PLATFORM_USER};
 use crate::secrets::{Sealer, app_password_context, device_password_context, same_secret};
 use crate::store::{Principal, PrincipalKind, Store, StoreError};
 
+/// Answers a broker's questions (may this client connect, may it subscribe or publish)
+/// from the store, and holds the platform's derived broker password and key.
 pub struct Authority {
     store: Store,
     sealer: Sealer,
@@ -66,6 +68,8 @@ pub fn rules(principal: &Principal) -> Vec<Rule> {
 }
 
 impl Authority {
+    /// Derives the platform password and the broker key from the sealer's key, so every
+    /// node with the same key derives the same ones.
     pub fn new(store: Store, sealer: Sealer) -> Self {
         let platform_password = sealer.derive(PLATFORM_PASSWORD_LABEL);
         let broker_key = sealer.derive(BROKER_KEY_LABEL);
@@ -87,6 +91,7 @@ impl Authority {
         self.broker_key.clone()
     }
 
+    /// Whether `presented` is the broker key, compared in constant time.
     pub fn is_broker_key(&self, presented: &str) -> bool {
         same_secret(presented.as_bytes(), self.broker_key.as_bytes())
     }

@@ -82,6 +82,7 @@ impl BrokerClient {
         self.inner.connections.subscribe()
     }
 
+    /// Whether the platform's connection to the broker is up right now.
     pub fn is_connected(&self) -> bool {
         self.inner.shared.lock().client.is_some()
     }

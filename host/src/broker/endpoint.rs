@@ -25,7 +25,9 @@ use super::authority::Authority;
 use crate::guard::{Deadline, Gate, RequestBody};
 use crate::node::{accept_loop, serve_http1};
 
+/// Where a broker asks whether a client may connect.
 pub const AUTH_PATH: &str = "/broker/v1/auth";
+/// Where a broker asks whether a client may subscribe or publish to a topic.
 pub const ACL_PATH: &str = "/broker/v1/acl";
 /// A question is a few short strings; a topic may be longer, never this long.
 const MAX_BODY: usize = 16 << 10;

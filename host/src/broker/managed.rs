@@ -55,6 +55,7 @@ pub struct PluginSetup<'a> {
     pub plugin: &'a Path,
     /// The node's broker endpoint, `http://127.0.0.1:PORT`.
     pub node_url: &'a str,
+    /// The bearer token the plugin presents to the node's broker endpoint.
     pub broker_key: &'a str,
 }
 
@@ -188,10 +189,12 @@ impl ManagedMosquitto {
         BrokerUrl::new(Ipv4Addr::LOCALHOST.to_string(), self.port)
     }
 
+    /// The loopback port Mosquitto listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The directory holding this broker's config, key, plugin, pid and port files.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

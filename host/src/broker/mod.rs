@@ -33,6 +33,7 @@ pub const PLATFORM_PASSWORD_LABEL: &str = "psk-edge mqtt platform password";
 /// What the broker key is derived from: the bearer token a broker presents to ask.
 pub const BROKER_KEY_LABEL: &str = "psk-edge broker key";
 
+/// Why a request through the platform's broker connection failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     /// Not connected, connection lost or no answer in time: worth retrying later.
@@ -51,14 +52,20 @@ pub enum BrokerError {
 /// user and its derived password, which a broker asking a node accepts).
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
+    /// Host name or IP address (an IPv6 address without brackets).
     pub host: String,
+    /// TCP port.
     pub port: u16,
+    /// The user and password the platform presents; `None` for the platform user and its
+    /// derived password.
     pub credentials: Option<(String, Zeroizing<String>)>,
 }
 
 impl BrokerUrl {
+    /// The MQTT port over plain TCP, used when the URL gives none.
     pub const DEFAULT_PORT: u16 = 1883;
 
+    /// The broker at `host:port`, with the default credentials.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         BrokerUrl {
             host: host.into(),
@@ -89,6 +96,7 @@ impl fmt::Debug for BrokerUrl {
     }
 }
 
+/// A broker URL that does not parse; the text says what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("not a broker URL (mqtt://[USER:PASSWORD@]HOST[:PORT]): {0}")]
 pub struct BrokerUrlError(&'static str);

@@ -21,6 +21,9 @@ use crate::store::{Counter, Store};
 pub use psk_admin::PskChange;
 pub use registry::Effect;
 
+// Generated from wit/platform.wit: items take their docs from the WIT, and the helper
+// methods bindgen adds have none, so the crate's missing_docs cannot hold here.
+#[allow(missing_docs)]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -36,17 +39,22 @@ pub use bindings::psk_edge::platform::types::{
 /// Who the host authenticated for this request.
 #[derive(Clone, Debug)]
 pub enum Caller {
+    /// A SIM on the SIM port, in its own account.
     Sim(SimCaller),
+    /// The operator on the admin port: every account, and the PSK table.
     Operator,
     /// Someone holding one of the account's tenant keys.
     Tenant(Arc<str>),
 }
 
+/// The SIM a SIM-port request came from, as its handshake authenticated it.
 #[derive(Clone, Debug)]
 pub struct SimCaller {
+    /// The SIM's ICCID.
     pub iccid: String,
     /// Hex of the BCD identity bytes, when the SIM authenticated that way.
     pub identity_hex: Option<String>,
+    /// The account the SIM belongs to: the only one its functions reach.
     pub account_id: Arc<str>,
 }
 
@@ -63,8 +71,11 @@ impl Caller {
 
 /// The services behind the capabilities, shared by all requests.
 pub struct Platform {
+    /// Accounts, devices, credentials and the PSK table.
     pub store: Store,
+    /// Seals and opens the secrets the store holds.
     pub sealer: Sealer,
+    /// The live PSK table the SIM port's handshakes read.
     pub psks: Arc<PskCache>,
     /// The platform's connection to its broker, for data published on devices'
     /// behalf; None without a broker (`--no-mqtt`, or no Mosquitto on this machine).
@@ -79,6 +90,8 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The shared services around `store`; the PSK cache counts as never synced (revision
+    /// 0) until the first sync.
     pub fn new(
         store: Store,
         sealer: Sealer,
@@ -104,8 +117,11 @@ impl Platform {
 
 /// The per-request view of the platform that the WIT imports run against.
 pub struct CapabilityCtx {
+    /// Who the request authenticated as: what every capability scopes to.
     pub caller: Caller,
+    /// The shared services.
     pub platform: Arc<Platform>,
+    /// The id of the component serving the request, for log lines.
     pub component: Arc<str>,
     /// What must happen only if the response reaches the caller (see [`Effect`]).
     pub effects: Vec<Effect>,

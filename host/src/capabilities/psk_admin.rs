@@ -11,12 +11,18 @@ use crate::store::{PskWrite, StoreError};
 
 /// A PSK change with the key in the clear (zeroized on drop); sealed before it is stored.
 pub enum PskChange {
+    /// Add the SIM or replace its PSK.
     Upsert {
+        /// The SIM's ICCID.
         iccid: String,
+        /// The account the SIM belongs to.
         account_id: String,
+        /// The PSK in the clear.
         psk: Zeroizing<Vec<u8>>,
     },
+    /// Delete the SIM.
     Remove {
+        /// The SIM's ICCID.
         iccid: String,
     },
 }

@@ -22,9 +22,13 @@ pub(super) const CLASH_RETRIES: usize = 3;
 /// a new password then) and undoes it when the answer never leaves (an oversized
 /// answer, a failed function) so that it neither counts nor rotates.
 pub enum Effect {
+    /// A credential answer for a device was counted (and maybe rotated its password).
     Served {
+        /// The device's account.
         account_id: Arc<str>,
+        /// The device's id.
         device_id: String,
+        /// What the store counted, to commit or undo.
         claim: Claim,
     },
 }

@@ -38,6 +38,7 @@ use state::{DenyOutbound, RequestState};
 use tenants::Tenant;
 pub use tenants::TenantSync;
 
+/// What one function call may use; the SIM and admin ports each have their own.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
     /// Guest execution deadline (epoch interruption): an endless loop traps here.
@@ -48,6 +49,7 @@ pub struct CallLimits {
     pub max_response: usize,
 }
 
+/// How the runtime is set up at start: instance pool, memory reservation, compile cache.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Instances that may run at once; requests beyond it wait for a slot.
@@ -59,16 +61,22 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// Why a function call gave no answer; each kind is counted in `/metrics`.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
+    /// No component is loaded under that id.
     #[error("no component {0}")]
     NoComponent(String),
+    /// The guest ran past its deadline and was interrupted.
     #[error("deadline exceeded")]
     Deadline,
+    /// The response body was over this many bytes.
     #[error("response body over {0} bytes")]
     ResponseTooLarge(usize),
+    /// The guest returned an error, or its response body failed.
     #[error("the function answered with an error: {0}")]
     Guest(String),
+    /// The guest trapped (other than at the deadline).
     #[error("trap: {0:#}")]
     Trap(wasmtime::Error),
 }
@@ -89,11 +97,14 @@ enum Handler {
 
 /// A validated tenant component.
 pub struct Prepared {
+    /// The component, ready to instantiate.
     pub loaded: Arc<Loaded>,
     /// The wasi:http handler interface it exports.
     pub interface: String,
 }
 
+/// Instantiates and calls components, one pooled instance per request, each linked
+/// with only what its WIT world grants.
 pub struct Runtime {
     engine: Engine,
     /// One linker per WIT world: a component gets only what its world grants.
@@ -115,8 +126,11 @@ pub struct Runtime {
 
 /// A function's answer, body collected.
 pub struct FnResponse {
+    /// The HTTP status the function answered with.
     pub status: http::StatusCode,
+    /// Its `Content-Type`, if it set one.
     pub content_type: Option<http::HeaderValue>,
+    /// The response body, at most the call's `max_response` bytes.
     pub body: Bytes,
     /// To commit once the answer reached the caller, or drop when it is not sent.
     pub effects: Vec<Effect>,
@@ -125,6 +139,8 @@ pub struct FnResponse {
 }
 
 impl Runtime {
+    /// Sets up the engine, the instance pool and one linker per world; components are
+    /// added with [`Runtime::load`].
     pub fn new(config: &RuntimeConfig, platform: Arc<Platform>) -> wasmtime::Result<Self> {
         let engine = engine::new(config)?;
         let n = config.concurrency;

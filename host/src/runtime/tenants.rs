@@ -39,6 +39,7 @@ impl Runtime {
         });
     }
 
+    /// Applies an account's function limits to its next calls.
     pub fn set_tenant_limits(&self, account: &str, limits: AccountLimits) {
         self.update_tenant(account, |tenant| tenant.limits = limits);
     }

@@ -11,9 +11,12 @@ use super::{Quota, Store, StoreError};
 /// When a device's MQTT password is replaced; stored as text, e.g. `AFTER-X-REQUESTS:3`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Expiration {
+    /// Only when an operator or tenant asks (the default).
     #[default]
     OnDemand,
+    /// Every credential answer carries a fresh password.
     AtEveryRequest,
+    /// A fresh password once the current one was handed out this many times.
     AfterXRequests(u32),
     /// Seconds.
     TimeBased(u64),
@@ -53,12 +56,16 @@ impl FromStr for Expiration {
 /// A device template of an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileRow {
+    /// Unique within the account.
     pub name: String,
     /// Topic templates relative to the account's namespace, `{DEVICE_ID}` not yet replaced.
     pub publish: Vec<String>,
+    /// Topic templates to subscribe to, relative like `publish`.
     pub subscribe: Vec<String>,
     /// Name and JSON text.
     pub config: Vec<(String, String)>,
+    /// Overrides the account's strategy for devices of this profile; `None`: the
+    /// account's.
     pub expiration: Option<Expiration>,
 }
 
@@ -137,6 +144,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The profile `name` of an account, if it exists.
     pub async fn profile(
         &self,
         account_id: &str,
@@ -152,6 +160,7 @@ impl Store {
         row.map(|row| profile_row(&row)).transpose()
     }
 
+    /// An account's profiles, by name.
     pub async fn profiles(&self, account_id: &str) -> Result<Vec<ProfileRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, publish, subscribe, config, expiration FROM profiles WHERE account_id = $1 ORDER BY name",

@@ -13,37 +13,51 @@ use super::{Counter, InsertFailure, Store, StoreError, now};
 /// What a broker username belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {
+    /// A device, its username handed to its SIM.
     Device,
+    /// An application, its credentials created through the admin API.
     App,
 }
 
 /// A broker username's owner and what decides about it.
 pub struct Principal {
+    /// A device's or an application's.
     pub kind: PrincipalKind,
+    /// The account it belongs to: its topics are under `{account}/`.
     pub account_id: String,
     /// The device id or the application's name.
     pub name: String,
+    /// The only client id it may connect with.
     pub client_id: String,
+    /// Its MQTT password, sealed: what a presented password is checked against.
     pub sealed_password: Vec<u8>,
     /// A device's topics (exact names); empty for an application.
     pub publish: Vec<String>,
+    /// A device's topics it may subscribe to (exact names); empty for an application.
     pub subscribe: Vec<String>,
 }
 
+/// An application of an account, as listed (without its credentials).
 pub struct AppRow {
+    /// Unique within the account.
     pub name: String,
     /// Unix seconds.
     pub created_at: i64,
 }
 
+/// Why an application's credentials were not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateAppError {
+    /// The account does not exist.
     #[error("no such account")]
     NoAccount,
+    /// The account has an application by that name.
     #[error("the account has an application by that name")]
     Exists,
+    /// The generated client id or username is taken: retry with fresh ones.
     #[error("generated client id or username is taken")]
     NameClash,
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -220,6 +234,8 @@ impl Store {
         Ok(true)
     }
 
+    /// Stores an application's credentials (password already sealed); the broker-wide
+    /// `client_id` and `username` must be free.
     pub async fn create_app(
         &self,
         account_id: &str,

@@ -6,26 +6,42 @@ use super::accounts::parse_expiration;
 use super::tenants::lock_quotas;
 use super::{Expiration, InsertFailure, Quota, Store, StoreError, now, now_ms};
 
+/// A device to create, its credentials generated and its topics resolved from a
+/// profile by the caller.
 pub struct NewDevice<'a> {
+    /// The account it belongs to.
     pub account_id: &'a str,
+    /// Unique within the account.
     pub device_id: &'a str,
+    /// The SIM that created it and fetches its credentials.
     pub iccid: &'a str,
+    /// Broker-wide unique, random.
     pub client_id: &'a str,
+    /// Broker-wide unique, random.
     pub username: &'a str,
+    /// Its first MQTT password, sealed.
     pub sealed_password: &'a [u8],
+    /// The profile it was made from; `None`: the default topics.
     pub profile: Option<&'a str>,
     /// Topics with the account prefix and device id already in place.
     pub publish: &'a [String],
+    /// Topics it may subscribe to, resolved like `publish`.
     pub subscribe: &'a [String],
     /// Initial config properties: name and JSON text.
     pub config: &'a [(String, String)],
 }
 
+/// A device as a credential answer needs it.
 pub struct DeviceRow {
+    /// The SIM that owns it.
     pub iccid: String,
+    /// Its broker client id.
     pub client_id: String,
+    /// Its broker username.
     pub username: String,
+    /// Its current MQTT password, sealed.
     pub sealed_password: Vec<u8>,
+    /// The profile it was made from, if any.
     pub profile: Option<String>,
     /// Unix milliseconds: a strategy of a few seconds needs more than whole seconds.
     pub password_set_at: i64,
@@ -41,25 +57,34 @@ pub struct DeviceRow {
 
 /// The password a rotation replaced, kept so a rotation whose answer never left can be undone.
 pub struct PreviousPassword {
+    /// The replaced password, sealed.
     pub sealed_password: Vec<u8>,
+    /// When the replaced password was set, Unix milliseconds.
     pub password_set_at: i64,
+    /// Credential answers the replaced password had been sent in.
     pub served: i64,
 }
 
 /// A credential answer counted in the store: the device's state right after it.
 pub struct Claim {
+    /// The device's revision after this answer.
     pub revision: i64,
+    /// Credential answers sent with the current password, this one included.
     pub served: i64,
     /// Some when this answer carries a fresh password.
     pub previous: Option<PreviousPassword>,
 }
 
+/// Why a device was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateDeviceError {
+    /// The account has a device by that id.
     #[error("device exists")]
     Exists,
+    /// The generated client id or username is taken: retry with fresh ones.
     #[error("generated client id or username is taken")]
     NameClash,
+    /// The store failed, or a quota was reached.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -174,6 +199,7 @@ impl Store {
         Ok(())
     }
 
+    /// A device of an account with the expiration strategy in force, if it exists.
     pub async fn device(
         &self,
         account_id: &str,
@@ -351,6 +377,7 @@ impl Store {
         Ok(Some(revision))
     }
 
+    /// The JSON text of one of a device's config properties, if set.
     pub async fn config(
         &self,
         account_id: &str,
@@ -430,6 +457,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes one of a device's config properties; whether it existed.
     pub async fn delete_config(
         &self,
         account_id: &str,

@@ -21,12 +21,17 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Wakes whoever applies one counter's changes; wakes coalesce while a sync runs.
 #[derive(Default)]
 pub struct Changes {
+    /// Woken on a change to the SIM table.
     pub psk: Notify,
+    /// Woken on a change to tenant activations or limits.
     pub functions: Notify,
+    /// Woken when a broker credential stops working.
     pub credentials: Notify,
 }
 
 impl Changes {
+    /// Wakes whoever follows `counter`; called after a local change, and when another
+    /// node's change is heard of.
     pub fn announce(&self, counter: Counter) {
         match counter {
             Counter::Psk => self.psk.notify_one(),

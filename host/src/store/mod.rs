@@ -21,14 +21,20 @@ use futures_util::TryStreamExt;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+/// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database failed or is unreachable.
     #[error("store unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
+    /// A secret could not be sealed before it was written.
     #[error("sealing failed: {0}")]
     Sealing(String),
+    /// A stored value does not parse or open (damaged, or sealed under another key), or
+    /// a value to store does not serialize.
     #[error("stored value unreadable: {0}")]
     Corrupt(String),
+    /// An in-place SQLite read failed, or what it needed was missing.
     #[error("store unavailable: {0}")]
     Read(String),
     /// The write would take the account past this quota; nothing was changed.
@@ -62,21 +68,31 @@ impl From<sqlx::Error> for InsertFailure {
 
 /// A PSK change as the store applies it; the key is already sealed.
 pub enum PskWrite {
+    /// Store the SIM's sealed PSK under its account, adding or replacing it.
     Upsert {
+        /// The SIM's ICCID.
         iccid: String,
+        /// The account the SIM belongs to.
         account_id: String,
+        /// The PSK, sealed bound to this ICCID.
         sealed_psk: Vec<u8>,
     },
+    /// Delete the SIM.
     Remove {
+        /// The SIM's ICCID.
         iccid: String,
     },
 }
 
 /// A SIM as of `revision`; no sealed key when it was deleted then.
 pub struct PskRow {
+    /// The SIM's ICCID.
     pub iccid: String,
+    /// The account the SIM belongs to.
     pub account_id: String,
+    /// The sealed PSK; `None` when the SIM was deleted.
     pub sealed_psk: Option<Vec<u8>>,
+    /// The revision of the SIM's last change.
     pub revision: i64,
 }
 
@@ -109,12 +125,16 @@ impl Counter {
     }
 }
 
+/// Which database the store runs on; a few queries and the change feed differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// A SQLite file: one node.
     Sqlite,
+    /// PostgreSQL: any number of nodes sharing it.
     Postgres,
 }
 
+/// A handle to the database (a connection pool), cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
@@ -229,10 +249,12 @@ impl Store {
         }
     }
 
+    /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// The value of `key` in the `meta` table, if set.
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
@@ -253,6 +275,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The current value of a global counter; 0 before its first change.
     pub async fn revision(&self, counter: Counter) -> Result<i64, StoreError> {
         Ok(self
             .meta(counter.key())
@@ -261,6 +284,7 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// The PSK table's revision: what a node's cache compares against.
     pub async fn psk_revision(&self) -> Result<i64, StoreError> {
         self.revision(Counter::Psk).await
     }
@@ -409,6 +433,7 @@ impl Store {
         Ok((revision, applied))
     }
 
+    /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -7,10 +7,15 @@ use super::{Counter, Store, StoreError, now};
 /// A stored version of a tenant function, without its bytes.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FunctionVersion {
+    /// The hex SHA-256 of the component: the same bytes are the same version.
     pub version: String,
+    /// The wasi:http handler interface it exports.
     pub interface: String,
+    /// The component's size in bytes.
     pub size: i64,
+    /// Who uploaded it, as log lines name a caller (never a secret).
     pub uploaded_by: String,
+    /// Unix seconds.
     pub uploaded_at: i64,
 }
 
@@ -18,18 +23,26 @@ pub struct FunctionVersion {
 /// limits bound one call; the quotas bound what the account keeps in the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountLimits {
+    /// Deadline of one function call, in milliseconds.
     pub deadline_ms: Option<u32>,
+    /// Linear memory one function instance may grow to, in MiB.
     pub memory_mib: Option<u32>,
+    /// See [`Quota::FunctionVersions`].
     #[serde(default)]
     pub function_versions: Option<u64>,
+    /// See [`Quota::FunctionBytes`].
     #[serde(default)]
     pub function_bytes: Option<u64>,
+    /// See [`Quota::DevicesPerSim`].
     #[serde(default)]
     pub devices_per_sim: Option<u64>,
+    /// See [`Quota::Devices`].
     #[serde(default)]
     pub devices: Option<u64>,
+    /// See [`Quota::Profiles`].
     #[serde(default)]
     pub profiles: Option<u64>,
+    /// See [`Quota::ConfigPerDevice`].
     #[serde(default)]
     pub config_per_device: Option<u64>,
 }
@@ -75,6 +88,7 @@ pub enum Quota {
 }
 
 impl Quota {
+    /// Every quota, for checks that must cover them all.
     pub const ALL: [Quota; 6] = [
         Quota::FunctionVersions,
         Quota::FunctionBytes,
@@ -174,6 +188,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Whether the account exists.
     pub async fn account_exists(&self, account_id: &str) -> Result<bool, StoreError> {
         Ok(
             sqlx::query_scalar::<_, i64>("SELECT 1 FROM accounts WHERE id = $1")
@@ -184,12 +199,14 @@ impl Store {
         )
     }
 
+    /// Every account's id, sorted.
     pub async fn accounts(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT id FROM accounts ORDER BY id")
             .fetch_all(&self.pool)
             .await?)
     }
 
+    /// Stores a tenant API key of an account; only the secret's digest is kept.
     pub async fn add_tenant_key(
         &self,
         key: &str,
@@ -302,6 +319,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The bytes of one stored version of an account's function, if it exists.
     pub async fn function_component(
         &self,
         account_id: &str,

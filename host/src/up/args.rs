@@ -7,13 +7,16 @@ use clap::{Args, ValueEnum};
 
 use crate::broker::BrokerUrl;
 
+/// The ICCID of the seed document's example SIM, which `--demo` creates.
 pub const DEMO_ICCID: &str = "049305930495403";
+/// The account `--demo` creates the example SIM in.
 pub const DEMO_ACCOUNT: &str = "demo";
 /// The PSK of the seed document's example SIM: bytes 64..=79 ("@ABCDEFGHIJKLMNO").
 pub fn demo_psk() -> Vec<u8> {
     (64u8..80).collect()
 }
 
+/// `--psk-kex`: which PSK key exchange modes the SIM port accepts.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum KexArg {
     /// psk_ke (SIM applets) and psk_dhe_ke (OpenSSL clients)
@@ -24,6 +27,7 @@ pub enum KexArg {
     PskDheKe,
 }
 
+/// Everything `psk-edge up` is started with.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where the node's own files live: the SQLite database (unless --database-url),
@@ -157,6 +161,8 @@ pub struct UpArgs {
     pub demo: bool,
 }
 
+/// Where the node keeps its files unless told: `$XDG_DATA_HOME/psk-edge`, else
+/// `~/.local/share/psk-edge`, else `./psk-edge`.
 pub fn default_data_dir() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)

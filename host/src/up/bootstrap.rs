@@ -140,6 +140,8 @@ pub(super) async fn bind_broker_endpoint(given: Option<SocketAddr>) -> anyhow::R
     }
 }
 
+/// The loopback port of the broker endpoint when `--broker-listen` is not given and
+/// it is free.
 pub const DEFAULT_BROKER_PORT: u16 = 11112;
 
 /// The broker named by `--mqtt-url`, else a managed Mosquitto when installed, else

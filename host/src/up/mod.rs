@@ -37,6 +37,8 @@ use bootstrap::{
     wasm_error,
 };
 
+/// Starts a node and serves until a stop signal: opens the store, loads the
+/// components, binds every port and follows other nodes' changes.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = &args.data_dir;
     create_private_dir(data_dir)?;

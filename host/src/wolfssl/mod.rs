@@ -40,10 +40,13 @@ pub trait PskLookup: Send + Sync + 'static {
 /// The two suites the SIM port offers by default, in wolfSSL's names.
 pub const DEFAULT_CIPHER_LIST: &str = "TLS13-AES128-CCM-SHA256:TLS13-AES128-GCM-SHA256";
 
+/// How the SIM port's TLS server is set up: suites, key exchange, handshake bound.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// wolfSSL cipher list, e.g. `TLS13-AES128-CCM-SHA256:TLS13-AES128-GCM-SHA256`.
     pub cipher_list: String,
+    /// Which PSK key exchange modes a ClientHello may offer (plain PSK, PSK with
+    /// (EC)DHE, or both).
     pub key_exchange: KeyExchange,
     /// Bound on the whole handshake, from the first byte read to the client's Finished.
     pub handshake_timeout: Duration,
@@ -59,15 +62,24 @@ impl Default for ServerConfig {
     }
 }
 
+/// Why a TLS connection on the SIM port did not come up or broke.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The handshake took longer than [`ServerConfig::handshake_timeout`].
     #[error("TLS handshake timed out")]
     Timeout,
+    /// The socket failed.
     #[error("TLS I/O: {0}")]
     Io(#[from] std::io::Error),
     /// `code`: wolfSSL's error code (e.g. -423, binder does not verify).
     #[error("TLS handshake failed ({code}): {reason}")]
-    Handshake { code: i32, reason: String },
+    Handshake {
+        /// wolfSSL's error code; 0 when the client offered no PSK at all.
+        code: i32,
+        /// What failed: wolfSSL's text for the code, or ours for code 0.
+        reason: String,
+    },
+    /// The server could not be set up (a bad cipher list, wolfSSL out of memory).
     #[error("TLS configuration: {0}")]
     Config(String),
     /// Refused from the ClientHello alone, with a `handshake_failure` alert; never
@@ -96,6 +108,7 @@ impl TlsStream {
         &self.cipher
     }
 
+    /// The SIM's address as the TCP socket sees it.
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.session.tcp().peer_addr()
     }
