@@ -34,7 +34,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 bash scripts/setup.sh
 log "building psk-edge, psk-edge-bench and the Mosquitto plugin (release)"
-cargo build --release --quiet --locked -p psk-edge --bin psk-edge --bin psk-edge-bench
+cargo build --release --quiet --locked --bin psk-edge --bin psk-edge-bench
 cargo build --release --quiet --locked -p psk-edge-mosquitto
 bin=$CARGO_TARGET_DIR/release
 
