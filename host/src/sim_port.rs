@@ -208,7 +208,7 @@ async fn handle(raw: &[u8], head_len: usize, caller: &SimCaller, node: &Node) ->
             return Served::refused(node, caller, "no_route", keep_open);
         }
     };
-    let mut request = match sim_http::request(raw, head_len) {
+    let mut request = match head.request(raw.get(head_len..).unwrap_or_default()) {
         Ok(request) => request,
         Err(bad) => return Served::refused(node, caller, "bad_request", bad.keep_open),
     };

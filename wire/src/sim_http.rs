@@ -75,7 +75,8 @@ fn parse_content_length(value: &[u8]) -> Option<usize> {
     })
 }
 
-/// A framed request, read into its parts.
+/// A framed request's head, parsed once: what the port routes on, and what the request
+/// a component gets is built from.
 #[derive(Debug)]
 pub struct Head<'a> {
     pub method: &'a str,
@@ -85,6 +86,8 @@ pub struct Head<'a> {
     pub path: &'a str,
     /// Whether the connection stays open after the answer.
     pub keep_open: bool,
+    headers: [httparse::Header<'a>; MAX_HEADERS],
+    header_count: usize,
 }
 
 /// Why a framed request cannot be served.
@@ -97,40 +100,42 @@ pub struct BadRequest {
 /// Reads the head of a request that [`frame`] found whole in `raw` (`raw[..total]`).
 pub fn head(raw: &[u8]) -> Result<Head<'_>, BadRequest> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    // `frame` parsed these same bytes; a failure here would be a bug, answered like bad input.
-    let (Ok(_), Some(method), Some(target)) = (req.parse(raw), req.method, req.path) else {
-        return Err(BadRequest { keep_open: false });
+    let (method, target, keep_open, header_count) = {
+        let mut req = httparse::Request::new(&mut headers);
+        // `frame` parsed these same bytes; a failure here would be a bug, answered like
+        // bad input.
+        let (Ok(_), Some(method), Some(target)) = (req.parse(raw), req.method, req.path) else {
+            return Err(BadRequest { keep_open: false });
+        };
+        (method, target, keeps_open(&req), req.headers.len())
     };
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     Ok(Head {
         method,
         target,
         path,
-        keep_open: keeps_open(&req),
+        keep_open,
+        headers,
+        header_count,
     })
 }
 
-/// The `http::Request` a component gets for the request framed in `raw` with a head of
-/// `head_len` bytes: the SIM's headers as sent and the body after the head.
-pub fn request(raw: &[u8], head_len: usize) -> Result<http::Request<Bytes>, BadRequest> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let (Ok(_), Some(method), Some(target)) = (req.parse(raw), req.method, req.path) else {
-        return Err(BadRequest { keep_open: false });
-    };
-    let bad = BadRequest {
-        keep_open: keeps_open(&req),
-    };
-    let Ok(uri) = http::Uri::from_str(target) else {
-        return Err(bad);
-    };
-    let mut builder = http::Request::builder().method(method).uri(uri);
-    for h in req.headers.iter() {
-        builder = builder.header(h.name, h.value);
+impl Head<'_> {
+    /// The `http::Request` a component gets: the SIM's headers as sent and `body` (what
+    /// follows the head in the framed request).
+    pub fn request(&self, body: &[u8]) -> Result<http::Request<Bytes>, BadRequest> {
+        let bad = BadRequest {
+            keep_open: self.keep_open,
+        };
+        let Ok(uri) = http::Uri::from_str(self.target) else {
+            return Err(bad);
+        };
+        let mut builder = http::Request::builder().method(self.method).uri(uri);
+        for h in &self.headers[..self.header_count] {
+            builder = builder.header(h.name, h.value);
+        }
+        builder.body(Bytes::copy_from_slice(body)).map_err(|_| bad)
     }
-    let body = raw.get(head_len..).unwrap_or_default();
-    builder.body(Bytes::copy_from_slice(body)).map_err(|_| bad)
 }
 
 /// Does the request leave the connection open? HTTP/1.1 unless `close`; HTTP/1.0
@@ -244,7 +249,7 @@ mod tests {
             (h.method, h.target, h.path),
             ("POST", "/v1/dev/a?iccid=1", "/v1/dev/a")
         );
-        let r = request(&raw[..total], head_len).unwrap();
+        let r = h.request(&raw[head_len..total]).unwrap();
         assert_eq!(r.uri().query(), Some("iccid=1"));
         assert_eq!(r.headers()["x-a"], "1");
         assert_eq!(r.body().as_ref(), b"hi");
@@ -253,8 +258,9 @@ mod tests {
         let Framed::Request { head_len, total } = frame(odd, 250) else {
             panic!("not framed")
         };
+        let h = head(&odd[..total]).unwrap();
         assert_eq!(
-            request(&odd[..total], head_len).unwrap_err(),
+            h.request(&odd[head_len..total]).unwrap_err(),
             BadRequest { keep_open: true }
         );
     }
