@@ -25,6 +25,19 @@ async fn node_with_acme(dir: &std::path::Path, args: &[&str]) -> Node {
     node
 }
 
+/// The route's stored versions and the active one, as the tenant API lists them.
+async fn versions(node: &Node) -> Value {
+    let (code, list) = node
+        .admin(
+            "GET",
+            "/v3/accounts/acme/functions/device-credentials",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{list}");
+    serde_json::from_str(&list).unwrap()
+}
+
 async fn upload(node: &Node, name_or_bytes: &[u8], query: &str) -> (u16, Value) {
     let path = format!("/v3/accounts/acme/functions/device-credentials{query}");
     let (code, body) = node
@@ -107,14 +120,7 @@ async fn upload_activate_roll_back_and_remove() {
         Some("a")
     );
 
-    let (_, list) = node
-        .admin(
-            "GET",
-            "/v3/accounts/acme/functions/device-credentials",
-            None,
-        )
-        .await;
-    let list: Value = serde_json::from_str(&list).unwrap();
+    let list = versions(&node).await;
     assert_eq!(list["active"], version_a.as_str());
     assert_eq!(list["versions"].as_array().unwrap().len(), 2);
     assert_eq!(list["versions"][0]["uploaded_by"], "operator");
@@ -198,14 +204,7 @@ async fn bad_uploads_are_refused_and_change_nothing() {
             "{what}: {answer}"
         );
     }
-    let (_, list) = node
-        .admin(
-            "GET",
-            "/v3/accounts/acme/functions/device-credentials",
-            None,
-        )
-        .await;
-    let list: Value = serde_json::from_str(&list).unwrap();
+    let list = versions(&node).await;
     assert_eq!(
         (
             list["active"].clone(),
@@ -506,14 +505,7 @@ async fn quotas_refuse_by_name_and_change_nothing() {
     let (code, refused) = upload(&node, &fixture("tenant-b"), "").await;
     assert_eq!(code, 409, "{refused}");
     assert_eq!(refused["quota"], "function_versions", "{refused}");
-    let (_, list) = node
-        .admin(
-            "GET",
-            "/v3/accounts/acme/functions/device-credentials",
-            None,
-        )
-        .await;
-    let list: Value = serde_json::from_str(&list).unwrap();
+    let list = versions(&node).await;
     assert_eq!(list["versions"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list["active"], Value::Null);
     // Deleting the inactive version frees its room.
